@@ -1,0 +1,104 @@
+"""Every error chittyos raises on purpose.
+
+The tree, so that callers branch on the kind and not on the prose::
+
+    ChittyError
+     +-- InvalidInput            malformed input: names the field and the rule
+     +-- NotFound                a named thing (execution, session, fact) does not exist
+     +-- ConfigurationError      something must be configured first; says which variable
+     +-- TierNotAvailable        a security tier that is not registered in this build
+     +-- ProviderError           the model provider failed
+     |    +-- ProviderTimeout    ... by running past its timeout
+     +-- ProofRejected           a proof, signature, checkpoint or envelope was checked and failed
+     +-- IntegrityError          stored data contradicts itself (tampering, a fork, a gap)
+     +-- BudgetExceeded          a call would pass a spending limit
+     +-- RateLimited             a caller sent more requests than allowed
+
+Messages name the field or step, the rule, and expected vs got. They never carry a secret:
+no API key, passphrase or encryption key is ever formatted into one.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BudgetExceeded",
+    "ChittyError",
+    "ConfigurationError",
+    "IntegrityError",
+    "InvalidInput",
+    "NotFound",
+    "ProofRejected",
+    "ProviderError",
+    "ProviderTimeout",
+    "RateLimited",
+    "TierNotAvailable",
+]
+
+
+class ChittyError(Exception):
+    """Base of every error chittyos raises on purpose."""
+
+
+class InvalidInput(ChittyError):
+    """A caller's value broke a rule. ``field`` and ``rule`` are stable; tests assert them."""
+
+    def __init__(self, field: str, rule: str, got: object = None) -> None:
+        self.field, self.rule, self.got = field, rule, got
+        shown = "" if got is None else f" (got {_short(got)})"
+        super().__init__(f"{field}: {rule}{shown}")
+
+
+class NotFound(ChittyError):
+    """``kind`` with identity ``key`` does not exist."""
+
+    def __init__(self, kind: str, key: object) -> None:
+        self.kind, self.key = kind, key
+        super().__init__(f"{kind} {key!s} not found")
+
+
+class ConfigurationError(ChittyError):
+    """A capability needs configuration; the message says which variable to set."""
+
+
+class TierNotAvailable(ChittyError):
+    """A security tier was asked for that this server does not run (yet)."""
+
+    def __init__(self, tier: str, available: list[str]) -> None:
+        self.tier, self.available = tier, available
+        super().__init__(
+            f"security_level: tier {tier!r} is not available on this server "
+            f"(available: {', '.join(available) or 'none'})"
+        )
+
+
+class ProviderError(ChittyError):
+    """The model provider failed. ``status`` is the upstream HTTP status when there was one."""
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
+        self.provider, self.status = provider, status
+        super().__init__(message)
+
+
+class ProviderTimeout(ProviderError):
+    """The model provider did not answer within the configured timeout."""
+
+
+class ProofRejected(ChittyError):
+    """A proof, signature, checkpoint or sealed envelope was checked and did not verify."""
+
+
+class IntegrityError(ChittyError):
+    """Stored data contradicts itself: a changed row, a gap, a fork."""
+
+
+class BudgetExceeded(ChittyError):
+    """A call would pass a spending limit; no model call was made."""
+
+
+class RateLimited(ChittyError):
+    """A caller went over the allowed request rate; no model call was made."""
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

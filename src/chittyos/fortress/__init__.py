@@ -1,0 +1,1 @@
+"""fortress capability."""
