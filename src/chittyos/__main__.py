@@ -1,0 +1,3 @@
+from chittyos.cli import main
+
+main()

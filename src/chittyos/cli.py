@@ -1,0 +1,169 @@
+"""The ``chittyos`` command: serve, db, exec, claude-config.
+
+Thin: parse, call one service, shape the answer. A configuration error prints one line that
+names the variable and exits 2; a failed execution prints its JSON and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from chittyos import __version__
+from chittyos.config import Settings, load_settings
+from chittyos.errors import ChittyError, ConfigurationError
+from chittyos.logs import configure_logging
+
+app = typer.Typer(
+    name="chittyos",
+    help="ChittyOS: AI runs you can prove, contain and account for, as an MCP server.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ConfigurationError as exc:
+        typer.echo(f"chittyos: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.chitty_log_level, json=settings.chitty_log_json)
+    return settings
+
+
+def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+    typer.echo(f"chittyos: {exc}", err=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"chittyos {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """ChittyOS: AI runs you can prove, contain and account for, as an MCP server."""
+
+
+@app.command()
+def serve(
+    http: Annotated[bool, typer.Option("--http", help="Serve Streamable HTTP on /mcp instead of stdio.")] = False,
+    host: Annotated[str | None, typer.Option(help="Bind address (default CHITTY_HTTP_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CHITTY_HTTP_PORT, 8765).")] = None,
+) -> None:
+    """Run the MCP server over stdio (Claude Desktop) or Streamable HTTP."""
+    settings = _settings()
+    try:
+        if http:
+            _serve_http(settings, host or settings.chitty_http_host, port or settings.chitty_http_port)
+        else:
+            anyio.run(_serve_stdio, settings)
+    except ChittyError as exc:
+        raise _fail(exc) from None
+
+
+async def _serve_stdio(settings: Settings) -> None:
+    from chittyos.app import open_app
+    from chittyos.server import build_server
+
+    async with open_app(settings) as opened:
+        await build_server(opened).run_stdio_async()
+
+
+def _serve_http(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from chittyos.server.http import create_http_app
+
+    starlette = create_http_app(settings, host=host)
+    uvicorn.run(starlette, host=host, port=port, log_level=settings.chitty_log_level.lower(), access_log=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to this version's schema."""
+    from chittyos.db import display_url, head_revision, upgrade
+
+    settings = _settings()
+    settings.chitty_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        upgrade(settings.database_url)
+    except ChittyError as exc:
+        raise _fail(exc) from None
+    typer.echo(f"{display_url(settings.database_url)} is at {head_revision()}")
+
+
+@app.command("exec")
+def exec_(
+    prompt: Annotated[str, typer.Argument(help="The prompt; '-' reads it from stdin.")],
+    tier: Annotated[str, typer.Option("--tier", help="standard | fortress | verified")] = "standard",
+    model: Annotated[str | None, typer.Option(help="Model (default CHITTY_DEFAULT_MODEL).")] = None,
+    user: Annotated[str, typer.Option("--user", help="user_id recorded with the execution.")] = "cli",
+    case_id: Annotated[str | None, typer.Option("--case-id")] = None,
+    label: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Run one execution and print its JSON result."""
+    from chittyos.execution import ExecutionFailedError, ExecutionRequest
+
+    settings = _settings()
+    text = sys.stdin.read() if prompt == "-" else prompt
+    request = ExecutionRequest(
+        prompt=text, user_id=user, security_level=tier, model=model, case_id=case_id, label=label
+    )
+
+    async def run() -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from chittyos.app import open_app
+
+        async with open_app(settings) as opened:
+            try:
+                view = await opened.executions.execute(request)
+            except ExecutionFailedError as exc:
+                failed = await opened.executions.status(exc.execution_id)
+                typer.echo(json.dumps(asdict(failed), indent=2, default=str))
+                raise _fail(exc, 1) from None
+            return asdict(view)
+
+    try:
+        result = anyio.run(run)
+    except ChittyError as exc:
+        raise _fail(exc) from None
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("claude-config")
+def claude_config() -> None:
+    """Print the Claude Desktop ``mcpServers`` snippet for this installation (absolute paths)."""
+    executable = shutil.which("chittyos")
+    if executable is None:
+        candidate = Path(sys.executable).with_name("chittyos")
+        executable = str(candidate) if candidate.exists() else None
+    command = [str(Path(executable).resolve())] if executable else [str(Path(sys.executable).resolve()), "-m", "chittyos"]
+    entry: dict[str, Any] = {"command": command[0], "args": [*command[1:], "serve"], "env": {}}
+    settings = _settings()
+    entry["env"]["CHITTY_DATA_DIR"] = str(settings.chitty_data_dir.resolve())
+    if settings.openai_base_url:
+        entry["env"]["OPENAI_BASE_URL"] = settings.openai_base_url
+    if settings.openai_api_key is not None:
+        entry["env"]["OPENAI_API_KEY"] = "<your OpenAI API key>"
+    typer.echo(json.dumps({"mcpServers": {"chittyos": entry}}, indent=2))
+
+
+def main() -> None:
+    app()

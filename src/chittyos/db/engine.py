@@ -1,0 +1,105 @@
+"""Engine and session factory for SQLite (aiosqlite) and PostgreSQL (psycopg 3).
+
+* ``async_url`` / ``sync_url`` turn the configured URL into the driver-specific form, so users
+  write plain ``postgresql://`` or ``sqlite:///`` URLs.
+* SQLite runs in WAL mode with a busy timeout, and every transaction starts with
+  ``BEGIN IMMEDIATE``: writers queue for the one write lock up front instead of failing with
+  "database is locked" when a read transaction tries to upgrade. That is also the per-log lock
+  the chain needs (DESIGN.md, ChittyChain).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from chittyos.errors import ConfigurationError
+
+__all__ = ["async_url", "create_engine", "make_session_factory", "sync_url", "is_sqlite", "display_url"]
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _parse(url: str) -> URL:
+    try:
+        return make_url(url)
+    except Exception:  # sqlalchemy raises ArgumentError with the URL in it; keep passwords out
+        raise ConfigurationError(
+            "CHITTY_DATABASE_URL: not a database URL (expected postgresql://... or sqlite:///path)"
+        ) from None
+
+
+def async_url(url: str) -> URL:
+    """``postgresql://`` -> ``postgresql+psycopg://``, ``sqlite://`` -> ``sqlite+aiosqlite://``."""
+    parsed = _parse(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    raise ConfigurationError(f"CHITTY_DATABASE_URL: unsupported database {backend!r} (use postgresql or sqlite)")
+
+
+def sync_url(url: str) -> URL:
+    """The same database through a blocking driver (for Alembic)."""
+    parsed = async_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    return parsed
+
+
+def is_sqlite(url: str | URL) -> bool:
+    parsed = url if isinstance(url, URL) else _parse(url)
+    return parsed.get_backend_name() == "sqlite"
+
+
+def display_url(url: str) -> str:
+    """The URL with its password masked, for logs and /health."""
+    return _parse(url).render_as_string(hide_password=True)
+
+
+def configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, busy timeout, and BEGIN IMMEDIATE on every transaction."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy's "begin" event below (pysqlite would
+        # otherwise issue a deferred BEGIN of its own).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
+    """An ``AsyncEngine`` for ``url`` (plain or driver-qualified).
+
+    Raises ``ConfigurationError`` naming CHITTY_DATABASE_URL when the URL is unusable.
+    """
+    parsed = async_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            from pathlib import Path
+
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed, echo=echo)
+        configure_sqlite(engine.sync_engine)
+        return engine
+    return create_async_engine(
+        parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

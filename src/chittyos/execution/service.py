@@ -1,0 +1,252 @@
+"""ExecutionService: the spine of DESIGN.md.
+
+::
+
+    validate request, pick tier and provider          nothing written if any of this fails
+    tx 1   insert secure_executions row (pending)
+    slot   wait for one of CHITTY_MAX_CONCURRENT_EXECUTIONS slots; mark executing
+    run    tier.run(...)                              no transaction held
+    tx 2   row -> completed, publish ExecutionCompleted (subscribers write in this same tx)
+           or, on any failure, row -> failed with the reason, publish ExecutionFailed
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import anyio
+import structlog
+from sqlalchemy import update
+
+from chittyos.db.models import SecureExecution, utcnow
+from chittyos.db.uow import UnitOfWork
+from chittyos.errors import ChittyError, NotFound
+from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
+from chittyos.execution.models import (
+    ExecutionFailedError,
+    ExecutionRequest,
+    ExecutionView,
+    parse_execution_id,
+    sha256_hex,
+)
+from chittyos.llm import Completion
+from chittyos.llm.selection import ProviderSelector
+from chittyos.tiers import ProgressFn, TierContext, TierOutcome, TierRegistry, TierRequest, no_progress
+
+__all__ = ["ExecutionService"]
+
+log = structlog.get_logger("chittyos.execution")
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWork,
+        tiers: TierRegistry,
+        providers: ProviderSelector,
+        bus: EventBus,
+        default_model: str,
+        default_max_tokens: int,
+        max_prompt_chars: int,
+        max_concurrent: int,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._uow = uow
+        self._tiers = tiers
+        self._providers = providers
+        self._bus = bus
+        self._default_model = default_model
+        self._default_max_tokens = default_max_tokens
+        self._max_prompt_chars = max_prompt_chars
+        self._slots = anyio.Semaphore(max_concurrent)
+        self._clock = clock
+
+    async def execute(
+        self,
+        request: ExecutionRequest,
+        *,
+        client_session: Any | None = None,
+        progress: ProgressFn = no_progress,
+    ) -> ExecutionView:
+        """Run one execution and return its view (status ``completed``).
+
+        ``client_session`` is the MCP session of the caller, used for sampling when no
+        OpenAI-compatible provider is configured.
+
+        Raises ``InvalidInput`` / ``TierNotAvailable`` / ``ConfigurationError`` before anything
+        is written, and ``ExecutionFailedError`` (naming the execution id) when the recorded
+        execution failed; its row then holds status ``failed`` and the reason.
+        """
+        request.validate(max_prompt_chars=self._max_prompt_chars)
+        tier = self._tiers.get(request.security_level)
+        provider = self._providers.select(client_session)
+        model = request.model or self._default_model
+        execution_id = uuid.uuid4()
+
+        async with self._uow.begin() as session:
+            session.add(
+                SecureExecution(
+                    id=execution_id,
+                    user_id=request.user_id,
+                    prompt=request.prompt,
+                    prompt_hash=sha256_hex(request.prompt),
+                    security_level=request.security_level,
+                    execution_method=tier.execution_method,
+                    case_id=request.case_id,
+                    label=request.label,
+                    model=model,
+                    status="pending",
+                    created_at=self._clock(),
+                    chain_facts=[],
+                    metadata_={"create_evidence": request.create_evidence},
+                )
+            )
+
+        calls: tuple[Completion, ...] = ()
+        try:
+            async with self._slots:
+                await self._set(execution_id, status="executing", started_at=self._clock())
+                outcome = await tier.run(
+                    TierRequest(
+                        execution_id=str(execution_id),
+                        prompt=request.prompt,
+                        user_id=request.user_id,
+                        model=model,
+                        max_tokens=request.max_tokens or self._default_max_tokens,
+                    ),
+                    TierContext(provider=provider, progress=progress),
+                )
+                calls = outcome.calls
+            return await self._complete(execution_id, request, outcome)
+        except ExecutionFailedError:
+            raise
+        except ChittyError as exc:
+            reason = str(exc)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._fail(execution_id, request, "cancelled by the client", calls)
+            raise
+        except Exception as exc:  # a bug, not a user error: keep the row honest, log the rest
+            log.exception("execution crashed", execution_id=str(execution_id))
+            reason = f"internal error ({type(exc).__name__}); see the server log"
+        await self._fail(execution_id, request, reason, calls)
+        raise ExecutionFailedError(str(execution_id), reason)
+
+    async def status(self, execution_id: str) -> ExecutionView:
+        """The current view of one execution. Raises ``InvalidInput`` / ``NotFound``."""
+        key = parse_execution_id(execution_id)
+        async with self._uow.read() as session:
+            row = await session.get(SecureExecution, key)
+            if row is None:
+                raise NotFound("execution", key)
+            return ExecutionView.from_row(row)
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _set(self, execution_id: uuid.UUID, **values: Any) -> None:
+        async with self._uow.begin() as session:
+            await session.execute(update(SecureExecution).where(SecureExecution.id == execution_id).values(**values))
+
+    async def _complete(
+        self, execution_id: uuid.UUID, request: ExecutionRequest, outcome: TierOutcome
+    ) -> ExecutionView:
+        now = self._clock()
+        output_hash = sha256_hex(outcome.output)
+        last = outcome.calls[-1] if outcome.calls else None
+        try:
+            async with self._uow.begin() as session:
+                row = await session.get(SecureExecution, execution_id)
+                assert row is not None  # inserted by tx 1 and never deleted
+                row.status = "completed"
+                row.completed_at = now
+                row.chatgpt_response = outcome.chatgpt_response
+                row.fortress_output = outcome.fortress_output
+                row.fortress_signature = outcome.fortress_signature
+                row.verification_status = outcome.verification_status
+                row.provider = last.provider if last else None
+                row.provider_request_id = last.request_id if last else None
+                row.usage = _sum_usage(outcome.calls)
+                row.metadata_ = {
+                    **(row.metadata_ or {}),
+                    **outcome.metadata,
+                    "output_hash": output_hash,
+                    "answered_model": last.model if last else None,
+                    "latency_ms": round(sum(c.latency_ms for c in outcome.calls), 3),
+                }
+                await self._bus.publish(
+                    ExecutionCompleted(
+                        execution_id=str(execution_id),
+                        user_id=request.user_id,
+                        security_level=request.security_level,
+                        case_id=request.case_id,
+                        label=request.label,
+                        create_evidence=request.create_evidence,
+                        prompt_hash=row.prompt_hash,
+                        output=outcome.output,
+                        output_hash=output_hash,
+                        calls=outcome.calls,
+                        fortress_signature=outcome.fortress_signature,
+                        completed_at=now,
+                    ),
+                    session,
+                )
+                await session.flush()
+                view = ExecutionView.from_row(row)
+        except ChittyError as exc:
+            reason = f"recording the completion failed: {exc}"
+        except Exception as exc:
+            log.exception("recording the completion crashed", execution_id=str(execution_id))
+            reason = f"recording the completion failed: internal error ({type(exc).__name__})"
+        else:
+            return view
+        await self._fail(execution_id, request, reason, outcome.calls)
+        raise ExecutionFailedError(str(execution_id), reason)
+
+    async def _fail(
+        self, execution_id: uuid.UUID, request: ExecutionRequest, reason: str, calls: tuple[Completion, ...]
+    ) -> None:
+        now = self._clock()
+        last = calls[-1] if calls else None
+        async with self._uow.begin() as session:
+            await session.execute(
+                update(SecureExecution)
+                .where(SecureExecution.id == execution_id)
+                .values(
+                    status="failed",
+                    completed_at=now,
+                    error_message=reason,
+                    provider=last.provider if last else None,
+                    provider_request_id=last.request_id if last else None,
+                    usage=_sum_usage(calls),
+                )
+            )
+            await self._bus.publish(
+                ExecutionFailed(
+                    execution_id=str(execution_id),
+                    user_id=request.user_id,
+                    security_level=request.security_level,
+                    reason=reason,
+                    calls=calls,
+                    failed_at=now,
+                ),
+                session,
+            )
+        log.info("execution failed", execution_id=str(execution_id), reason=reason)
+
+
+def _sum_usage(calls: tuple[Completion, ...]) -> dict[str, int] | None:
+    reported = [c.usage for c in calls if c.usage is not None]
+    if not reported:
+        return None
+    prompt = sum(u.prompt_tokens for u in reported)
+    completion = sum(u.completion_tokens for u in reported)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cached_tokens": sum(u.cached_tokens for u in reported),
+        "total_tokens": prompt + completion,
+    }

@@ -1,0 +1,365 @@
+"""The OpenAI-compatible provider: OpenAI itself and any server that speaks chat completions.
+
+Ollama, vLLM, llama.cpp and LiteLLM serve the same ``/v1/chat/completions`` API; point
+``base_url`` at them. Such servers accept any key, so ``api_key`` may be None when a ``base_url``
+is given (a placeholder is sent then).
+
+Retries are the ``openai`` SDK's own (``max_retries``), because they already do what we need
+(openai 3.x ``_base_client.py``):
+
+* retried: connection errors, timeouts, HTTP 408, 409, 429 and 5xx (a server can force or forbid a
+  retry with ``x-should-retry: true|false``);
+* the wait honours ``retry-after-ms`` and then ``Retry-After`` (seconds, or an HTTP date) when it is
+  above 0 and at most 120 s; a longer ``Retry-After`` means no retry at all (the error surfaces at
+  once); without either header the wait is 0.5 s x 2^n, capped at 8 s, minus up to 25 % jitter;
+* ``timeout_s`` applies per attempt, to connecting and to each read (so a stream may run longer as
+  long as data keeps coming), and a timed-out attempt is retried like any other.
+
+Errors are converted here, where the SDK is called (see ``chittyos.errors``)::
+
+    openai.APITimeoutError        -> ProviderTimeout   names timeout_s and CHITTY_MODEL_TIMEOUT_S
+    openai.AuthenticationError    -> ProviderError(401) says to check OPENAI_API_KEY
+    openai.APIStatusError         -> ProviderError(status) with a short reason and the attempts
+    openai.APIConnectionError     -> ProviderError naming the host of the base URL
+    any error once a stream began -> StreamInterrupted carrying the partial Completion
+
+No message, repr or chained exception carries the API key: upstream text is shortened and
+anything key-like in it is masked, and status errors are raised ``from None`` because the SDK's
+own exception may quote the upstream body.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
+
+from chittyos.errors import ConfigurationError, InvalidInput, ProviderError, ProviderTimeout
+from chittyos.llm.base import (
+    Completion,
+    CompletionRequest,
+    DeltaCallback,
+    StreamInterrupted,
+    TokenUsage,
+)
+
+__all__ = ["OPENAI_BASE_URL", "OpenAIProvider"]
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+"""Where the provider goes when no base URL is configured."""
+
+_PLACEHOLDER_KEY = "chittyos-no-key"  # local servers want some bearer token, any will do
+_REASON_LIMIT = 200
+_KEYLIKE = re.compile(r"\b(sk|rk|pk|sess)-[A-Za-z0-9_\-*.]{6,}")
+_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
+
+MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
+
+
+class OpenAIProvider:
+    """A ``Provider`` over ``openai.AsyncOpenAI``.
+
+    Build it once (in ``app.py`` or the lifespan) and close it with ``aclose()`` or ``async with``;
+    it holds a connection pool bound to the event loop that first uses it.
+
+    ``max_tokens_field`` names the request field that carries ``CompletionRequest.max_tokens``:
+    OpenAI deprecated ``max_tokens`` in favour of ``max_completion_tokens`` (o-series and later
+    models refuse the old name) while many compatible servers only know ``max_tokens``. Default:
+    ``max_completion_tokens`` for api.openai.com, ``max_tokens`` for any other base URL.
+
+    Raises ``ConfigurationError`` when neither an API key nor a base URL is given, or when a
+    setting is out of range.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 2,
+        name: str = "openai",
+        max_tokens_field: MaxTokensField | None = None,
+    ) -> None:
+        if not api_key and not base_url:
+            raise ConfigurationError(
+                "OPENAI_API_KEY: set it to use the OpenAI API, or set OPENAI_BASE_URL to a local "
+                "OpenAI-compatible server (which needs no key)"
+            )
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
+            raise ConfigurationError(f"CHITTY_MODEL_TIMEOUT_S: must be a number of seconds (got {timeout_s!r})")
+        if not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise ConfigurationError(f"CHITTY_MODEL_TIMEOUT_S: must be above 0 seconds (got {timeout_s!r})")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ConfigurationError(f"max_retries: must be an integer of 0 or more (got {max_retries!r})")
+        url = base_url or OPENAI_BASE_URL
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"OPENAI_BASE_URL: must be an http(s) URL with a host, such as http://127.0.0.1:11434/v1 "
+                f"(got scheme {parts.scheme!r})"
+            )
+        self.name = name
+        self.base_url = _without_userinfo(url)
+        self.timeout_s = float(timeout_s)
+        self.max_retries = max_retries
+        self.max_tokens_field: MaxTokensField = max_tokens_field or (
+            "max_completion_tokens" if parts.hostname == "api.openai.com" else "max_tokens"
+        )
+        self._host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        self._key = api_key or None  # only for masking upstream text; never formatted anywhere
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or _PLACEHOLDER_KEY,
+            base_url=url,
+            timeout=self.timeout_s,
+            max_retries=max_retries,
+        )
+
+    def __repr__(self) -> str:
+        key = "None" if self._key is None else "'***'"
+        return (
+            f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r}, api_key={key}, "
+            f"timeout_s={self.timeout_s!r}, max_retries={self.max_retries!r})"
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.close()
+
+    async def __aenter__(self) -> OpenAIProvider:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- Provider ----------------------------------------------------------------------------
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """One answer, not streamed.
+
+        Returns the ``Completion`` with the model the server says answered, usage (cached tokens
+        from ``prompt_tokens_details.cached_tokens``), the ``x-request-id`` header (else the
+        response id) and the latency to the last byte. Raises ``ProviderTimeout`` or
+        ``ProviderError`` after the SDK's retries; ``InvalidInput`` for an empty request.
+        """
+        params = self._params(request)
+        started = time.perf_counter()
+        try:
+            response = await self._client.chat.completions.create(**params)
+        except openai.OpenAIError as exc:
+            raise self._convert(exc) from _cause(exc)
+        latency_ms = (time.perf_counter() - started) * 1000
+        if not isinstance(response, ChatCompletion) or not response.choices:
+            raise ProviderError(
+                f"{self.name}: the answer from {self._host} held no choices (expected a chat completion)",
+                provider=self.name,
+            )
+        choice = response.choices[0]
+        return Completion(
+            text=choice.message.content or "",
+            model=response.model or request.model,
+            provider=self.name,
+            usage=_usage(response.usage),
+            request_id=response._request_id or response.id or None,
+            finish_reason=choice.finish_reason,
+            latency_ms=latency_ms,
+        )
+
+    async def stream(self, request: CompletionRequest, on_delta: DeltaCallback) -> Completion:
+        """One answer, streamed: ``on_delta`` gets each non-empty text delta in order.
+
+        Asks for ``stream_options.include_usage``; the usage comes from the chunk that carries it
+        (a separate ``choices: []`` chunk on OpenAI, the finish_reason chunk on some servers).
+        Returns the whole ``Completion``. Raises ``StreamInterrupted`` (with the partial
+        Completion) when the stream breaks off, or ends without a finish_reason; before the
+        stream starts, the same errors as ``complete``. Errors raised by ``on_delta`` propagate
+        unchanged and close the stream.
+        """
+        params = self._params(request)
+        started = time.perf_counter()
+        try:
+            stream = await self._client.chat.completions.create(
+                **params, stream=True, stream_options={"include_usage": True}
+            )
+        except openai.OpenAIError as exc:
+            raise self._convert(exc) from _cause(exc)
+
+        request_id: str | None = stream.response.headers.get("x-request-id")
+        model = request.model
+        parts: list[str] = []
+        usage: TokenUsage | None = None
+        finish_reason: str | None = None
+
+        def partial() -> Completion:
+            return Completion(
+                text="".join(parts),
+                model=model,
+                provider=self.name,
+                usage=usage,
+                request_id=request_id,
+                finish_reason=finish_reason,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+
+        try:
+            async with stream:
+                async for chunk in stream:
+                    if not isinstance(chunk, ChatCompletionChunk):  # pragma: no cover - SDK contract
+                        continue
+                    model = chunk.model or model
+                    request_id = request_id or chunk.id or None
+                    for choice in chunk.choices:
+                        if choice.index != 0:
+                            continue
+                        if choice.delta.content:
+                            parts.append(choice.delta.content)
+                            await on_delta(choice.delta.content)
+                        finish_reason = choice.finish_reason or finish_reason
+                    if chunk.usage is not None:
+                        usage = _usage(chunk.usage)
+        except openai.OpenAIError as exc:
+            raise StreamInterrupted(
+                f"{self.name}: the stream from {self._host} broke off after {len(parts)} text deltas "
+                f"({self._stream_reason(exc)})",
+                provider=self.name,
+                partial=partial(),
+            ) from _cause(exc)
+        if finish_reason is None:
+            raise StreamInterrupted(
+                f"{self.name}: the stream from {self._host} ended after {len(parts)} text deltas "
+                "without a finish_reason (the answer is incomplete)",
+                provider=self.name,
+                partial=partial(),
+            )
+        return partial()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        if not request.model:
+            raise InvalidInput("model", "must name a model")
+        if not request.messages:
+            raise InvalidInput("messages", "must hold at least one message")
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        }
+        if request.max_tokens is not None:
+            params[self.max_tokens_field] = request.max_tokens
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    def _convert(self, exc: openai.OpenAIError) -> ProviderError:
+        """The ``ProviderError`` for an SDK error raised before any answer arrived."""
+        attempts = _attempts(exc)
+        tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderTimeout(
+                f"{self.name}: no answer from {self._host} within {self.timeout_s:g} s "
+                f"(CHITTY_MODEL_TIMEOUT_S) {tries}",
+                provider=self.name,
+            )
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            rid = f"; request id {exc.request_id}" if exc.request_id else ""
+            if isinstance(exc, openai.AuthenticationError):
+                # The upstream text is left out on purpose: OpenAI's 401 quotes part of the key.
+                return ProviderError(
+                    f"{self.name}: {self._host} refused the API key (HTTP 401) {tries}; "
+                    f"check OPENAI_API_KEY{rid}",
+                    provider=self.name,
+                    status=status,
+                )
+            reason = self._reason(exc.body) or exc.response.reason_phrase or "no reason given"
+            wait = exc.response.headers.get("retry-after")
+            later = f"; the server asked to retry after {wait} s" if status == 429 and wait else ""
+            return ProviderError(
+                f"{self.name}: {self._host} answered HTTP {status} ({reason}) {tries}{later}{rid}",
+                provider=self.name,
+                status=status,
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "connection error"
+            return ProviderError(
+                f"{self.name}: cannot reach {self._host} ({cause}) {tries}; check OPENAI_BASE_URL "
+                "and that the server is running",
+                provider=self.name,
+            )
+        return ProviderError(
+            f"{self.name}: the call to {self._host} failed ({type(exc).__name__}: "
+            f"{self._mask(str(exc))})",
+            provider=self.name,
+        )
+
+    def _stream_reason(self, exc: openai.OpenAIError) -> str:
+        if isinstance(exc, openai.APITimeoutError):
+            return f"no data for {self.timeout_s:g} s, CHITTY_MODEL_TIMEOUT_S"
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            return f"connection lost: {type(cause).__name__ if cause is not None else 'connection error'}"
+        if isinstance(exc, openai.APIError):
+            return f"error event: {self._reason(exc.body) or self._mask(exc.message)}"
+        return f"{type(exc).__name__}: {self._mask(str(exc))}"
+
+    def _reason(self, body: object) -> str | None:
+        """The short, masked reason in an OpenAI-style error body (or plain-text body)."""
+        if isinstance(body, Mapping):
+            message = body.get("message")
+            return self._mask(message) if isinstance(message, str) and message else None
+        if isinstance(body, str) and body.strip():
+            return self._mask(body.strip().splitlines()[0])
+        return None
+
+    def _mask(self, text: str) -> str:
+        """Shorten upstream text and mask anything that looks like a key (ours above all)."""
+        if self._key:
+            text = text.replace(self._key, "***")
+        text = _BEARER.sub("Bearer ***", _KEYLIKE.sub(r"\1-***", text))
+        return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 3] + "..."
+
+
+def _usage(usage: CompletionUsage | None) -> TokenUsage | None:
+    if usage is None:
+        return None
+    details = usage.prompt_tokens_details
+    return TokenUsage(
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        cached_tokens=(details.cached_tokens or 0) if details is not None else 0,
+    )
+
+
+def _attempts(exc: openai.OpenAIError) -> int:
+    """How many HTTP attempts the SDK made: it stamps each with ``x-stainless-retry-count``."""
+    request = None
+    if isinstance(exc, openai.APIStatusError):
+        request = exc.response.request
+    elif isinstance(exc, openai.APIError):
+        request = exc.request
+    try:
+        return int(request.headers.get("x-stainless-retry-count", "0")) + 1 if request is not None else 1
+    except ValueError:
+        return 1
+
+
+def _cause(exc: openai.OpenAIError) -> BaseException | None:
+    """What to chain: status errors quote the upstream body, so they are not chained."""
+    return None if isinstance(exc, openai.APIStatusError) else exc
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

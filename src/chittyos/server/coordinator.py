@@ -1,0 +1,63 @@
+"""Coordinator tools: secure AI execution and its status (the seed's chitty_* tools)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import ToolAnnotations
+
+from chittyos.app import App
+from chittyos.execution import ExecutionRequest, ExecutionView
+from chittyos.server.client_logging import log_to_client
+from chittyos.server.errors import tool_errors
+
+
+def register(mcp: MCPServer[App]) -> None:
+    @mcp.tool(
+        annotations=ToolAnnotations(title="Secure AI execution", read_only_hint=False, open_world_hint=True)
+    )
+    async def chitty_secure_ai_execute(
+        prompt: str,
+        user_id: str,
+        ctx: Context[App],
+        security_level: Literal["standard", "fortress", "verified"] = "standard",
+        case_id: str | None = None,
+        model: str | None = None,
+        label: str | None = None,
+        create_evidence: bool = False,
+    ) -> ExecutionView:
+        """Run a prompt at a security tier and record it.
+
+        standard: one direct model call. fortress: sandboxed, output hashed and OpenPGP-signed.
+        verified: fortress plus a signature check and an independent standard run, compared.
+        Returns the execution (execution_id, status, results.chatgpt_response, verification).
+        """
+        app = ctx.request_context.lifespan_context
+
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            await ctx.report_progress(done, total, message)
+
+        with tool_errors():
+            view = await app.executions.execute(
+                ExecutionRequest(
+                    prompt=prompt,
+                    user_id=user_id,
+                    security_level=security_level,
+                    case_id=case_id,
+                    model=model,
+                    label=label,
+                    create_evidence=create_evidence,
+                ),
+                client_session=ctx.request_context.session,
+                progress=progress,
+            )
+        await log_to_client(ctx, "info", f"execution {view.execution_id} {view.status}")
+        return view
+
+    @mcp.tool(annotations=ToolAnnotations(title="Execution status", read_only_hint=True))
+    async def chitty_execution_status(execution_id: str, ctx: Context[App]) -> ExecutionView:
+        """Status and results of one execution, by its execution_id (a UUID)."""
+        app = ctx.request_context.lifespan_context
+        with tool_errors():
+            return await app.executions.status(execution_id)
