@@ -1,0 +1,582 @@
+"""OpenPGP signatures made and checked by gpg: detached, ASCII-armored, over exact bytes.
+
+Choosing the key, ``OpenPGPSigner.open(gnupghome=..., key_id=..., private_key_armored=...)``::
+
+    1. private_key_armored (PGP_PRIVATE_KEY / PGP_PRIVATE_KEY_FILE) is imported; it must hold
+       one secret key, or key_id must pick one of those it holds
+    2. key_id (PGP_KEY_ID) picks a secret key in the keyring; none or several matches -> error
+    3. neither: the keyring's only secret key; with none, an Ed25519 signing key without a
+       passphrase is made now (under a lock, so two starts make one key) and reused next time
+    4. a self-test signature proves that gpg can sign with the key without a passphrase
+
+What ``verify`` calls valid: exactly one binary-mode (class 00) signature, by a key in the
+keyring used, not expired or revoked, over exactly ``data``. The keyring used is the server's,
+or, when ``public_key`` is given, a throwaway home holding only that key (the server keyring is
+not read). Trust levels are not consulted (``--trust-model always``): a key in the keyring is
+trusted, so put only keys you trust there. A failed check is a ``SignatureCheck`` with
+``valid=False`` and a ``reason``, never an exception; ``InvalidInput`` is only for arguments of
+the wrong type and a ``public_key`` that holds no public key (or holds a private one).
+
+GNUPGHOME length: gpg-agent binds sockets such as ``<home>/S.gpg-agent.browser`` and a Unix
+socket path is at most 107 bytes, so a deep data directory breaks signing with an obscure
+agent error. ``short_gnupghome(data_dir)`` returns ``data_dir/gnupg`` when it is short enough;
+otherwise ``/tmp/chitty-gpg-<first 16 hex of sha256(data_dir/gnupg)>``, a symlink (owned by
+us, checked on every start) to ``data_dir/gnupg``. The keys stay in the data directory (a
+cleared /tmp loses nothing; the link is remade), while gpg binds its sockets through the short
+name. Either way the real home is mode 0700.
+
+Secrets: private keys are imported by running gpg directly (python-gnupg logs the first bytes
+of what it imports at DEBUG); neither a private key nor gpg's output about it reaches a log
+or an error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio.to_thread
+import gnupg
+import structlog
+
+from chittyos.errors import ConfigurationError, InvalidInput
+from chittyos.signing.keyfiles import make_private_dir, read_secret_file
+
+__all__ = [
+    "OpenPGPSigner",
+    "SignatureCheck",
+    "kill_agent",
+    "read_private_key_file",
+    "short_gnupghome",
+    "verify_detached",
+]
+
+log = structlog.get_logger("chittyos.signing")
+
+DEFAULT_USER_ID = "ChittyOS signing key"
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
+_LONGEST_SOCKET = "/S.gpg-agent.browser"
+# never prompt (a passphrase-protected key fails instead of hanging), never fetch keys, and
+# treat every key in the keyring as trusted (see the module docstring)
+_COMMON_OPTIONS = ["--pinentry-mode", "error", "--trust-model", "always", "--no-auto-key-retrieve"]
+_SELF_TEST = b"chittyos openpgp self-test"
+_GPG_TIMEOUT = 60.0  # seconds; only for the subprocesses we run ourselves
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """The outcome of checking one detached signature.
+
+    ``fingerprint``: primary-key fingerprint of the signer when the key was found (set for
+    ``valid`` results, ``None`` for an unknown key or an unreadable signature).
+    ``signed_at``: the signature's creation time, aware UTC, when the key was found.
+    ``key_known``: the signing key is in the keyring used (server or ``public_key``).
+    ``reason``: why ``valid`` is False; ``None`` when valid.
+    """
+
+    valid: bool
+    fingerprint: str | None
+    signed_at: datetime | None
+    key_known: bool
+    reason: str | None
+
+
+class OpenPGPSigner:
+    """Signs with one secret key in a gpg home and verifies against that home or a given key.
+
+    Build with ``open``; the constructor only wraps a home whose key is already chosen.
+    """
+
+    def __init__(self, *, gnupghome: Path, fingerprint: str, gpg_binary: str = "gpg") -> None:
+        self._home = gnupghome
+        self._gpg_binary = gpg_binary
+        self._gpg = _new_gpg(gpg_binary, gnupghome, [])
+        self._fingerprint = fingerprint
+        self._signing_fingerprints = _key_fingerprints(self._gpg, fingerprint)
+        self._key_variable = "PGP_KEY_ID"
+        self._public_key: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        gnupghome: Path,
+        key_id: str | None = None,
+        private_key_armored: str | None = None,
+        user_id: str = DEFAULT_USER_ID,
+        gpg_binary: str = "gpg",
+    ) -> OpenPGPSigner:
+        """Choose (import, pick or create) the signing key in ``gnupghome`` and self-test it.
+
+        Precondition: ``gnupghome`` is short (see ``short_gnupghome``); it is created 0700.
+        Raises ``ConfigurationError`` naming PGP_PRIVATE_KEY, PGP_KEY_ID or CHITTY_DATA_DIR.
+        """
+        _require_gpg(gpg_binary)
+        make_private_dir(gnupghome, variable="CHITTY_DATA_DIR")
+        _check_socket_room(gnupghome)
+        gpg = _new_gpg(gpg_binary, gnupghome, [])
+        if private_key_armored is not None:
+            variable = "PGP_PRIVATE_KEY"
+            imported = _import_secret_keys(gpg_binary, gnupghome, private_key_armored)
+            if key_id is None:
+                if len(imported) != 1:
+                    raise ConfigurationError(
+                        f"PGP_KEY_ID: PGP_PRIVATE_KEY holds {len(imported)} secret keys; "
+                        "set PGP_KEY_ID to the fingerprint of the one to sign with"
+                    )
+                fingerprint = imported[0]
+            else:
+                fingerprint = _find_secret_key(gpg, key_id, gnupghome)
+        elif key_id is not None:
+            variable = "PGP_KEY_ID"
+            fingerprint = _find_secret_key(gpg, key_id, gnupghome)
+        else:
+            variable = "CHITTY_DATA_DIR"
+            fingerprint = _only_or_new_key(gpg, gnupghome, user_id)
+        signer = cls(gnupghome=gnupghome, fingerprint=fingerprint, gpg_binary=gpg_binary)
+        signer._key_variable = variable
+        signature, problem = signer._try_sign(_SELF_TEST)
+        if signature is None:
+            raise ConfigurationError(
+                f"{variable}: self-test: gpg cannot sign with key {fingerprint} ({problem}); the key "
+                "must be able to sign, be unexpired and unrevoked, and have no passphrase "
+                f"(remove one with `gpg --homedir {gnupghome} --passwd {fingerprint}`)"
+            )
+        check = signer.verify(_SELF_TEST, signature)
+        if not check.valid:
+            raise ConfigurationError(f"{variable}: self-test signature of key {fingerprint}: {check.reason}")
+        return signer
+
+    @property
+    def fingerprint(self) -> str:
+        """Primary-key fingerprint (40 upper-case hex for v4 keys) of the signing key."""
+        return self._fingerprint
+
+    @property
+    def gnupghome(self) -> Path:
+        return self._home
+
+    def export_public_key(self) -> str:
+        """The signing key's public key, ASCII-armored, minimal (self-signatures only)."""
+        if self._public_key is None:
+            armored = self._gpg.export_keys(self._fingerprint, armor=True, minimal=True)
+            if not armored.strip():
+                raise ConfigurationError(
+                    f"{self._key_variable}: gpg exported nothing for key {self._fingerprint}"
+                )
+            self._public_key = armored
+        return self._public_key
+
+    def sign(self, data: bytes) -> str:
+        """A detached, ASCII-armored, binary-mode signature over ``data``.
+
+        Raises ``InvalidInput`` when ``data`` is not bytes; ``ConfigurationError`` when gpg
+        cannot sign with the key (deleted, expired, passphrase, agent unreachable).
+        """
+        signature, problem = self._try_sign(_as_bytes(data))
+        if signature is None:
+            raise ConfigurationError(
+                f"{self._key_variable}: gpg could not sign with key {self._fingerprint} ({problem})"
+            )
+        return signature
+
+    def _try_sign(self, payload: bytes) -> tuple[str | None, str]:
+        result = self._gpg.sign(
+            payload,
+            detach=True,
+            clearsign=False,
+            binary=False,
+            extra_args=["--local-user", self._fingerprint],
+        )
+        if result.status != "signature created" or result.type != "D" or not result.data:
+            return None, f"{result.status or 'no signature'}, gpg exit {result.returncode}"
+        if result.fingerprint not in self._signing_fingerprints:
+            # --local-user should make this impossible; a signature by another key is never returned.
+            return None, f"gpg signed with key {result.fingerprint} instead"
+        return bytes(result.data).decode("ascii"), ""
+
+    def verify(self, data: bytes, signature: str, public_key: str | None = None) -> SignatureCheck:
+        """Check a detached signature over ``data``.
+
+        With ``public_key``: against that key only (a throwaway home, server keyring unread).
+        Without: against the server keyring. Raises ``InvalidInput`` only for a ``data`` that is
+        not bytes or a ``public_key`` that holds no public key.
+        """
+        if public_key is not None:
+            return verify_detached(data, signature, public_key=public_key, gpg_binary=self._gpg_binary)
+        return _verify_in(self._gpg, data, signature, where="this server's keyring")
+
+    async def sign_async(self, data: bytes) -> str:
+        """``sign`` in a worker thread, off the event loop."""
+        return await anyio.to_thread.run_sync(self.sign, data)
+
+    async def verify_async(
+        self, data: bytes, signature: str, public_key: str | None = None
+    ) -> SignatureCheck:
+        """``verify`` in a worker thread, off the event loop."""
+        return await anyio.to_thread.run_sync(functools.partial(self.verify, data, signature, public_key))
+
+    def __repr__(self) -> str:
+        return f"OpenPGPSigner(fingerprint={self._fingerprint!r}, gnupghome={str(self._home)!r})"
+
+
+def verify_detached(
+    data: bytes, signature: str, *, public_key: str, gpg_binary: str = "gpg"
+) -> SignatureCheck:
+    """Check a detached signature over ``data`` against ``public_key`` and nothing else.
+
+    The key is imported into a throwaway gpg home (gpg-agent is never started there) that is
+    removed afterwards. Raises ``InvalidInput("public_key", ...)`` when it holds no public key,
+    or holds a private key.
+    """
+    payload = _as_bytes(data)
+    if not isinstance(public_key, str):
+        raise InvalidInput(
+            "public_key", "must be an ASCII-armored OpenPGP public key (str)", type(public_key).__name__
+        )
+    try:
+        armored = public_key.encode("ascii")
+    except UnicodeEncodeError:
+        raise InvalidInput("public_key", "must be an ASCII-armored OpenPGP public key") from None
+    home = Path(tempfile.mkdtemp(prefix="cgv", dir=_short_tmp()))
+    try:
+        status = _run_import(gpg_binary, home, armored, autostart=False)
+        if status.secret_read:
+            raise InvalidInput("public_key", "must be a public key, not a private key")
+        if not status.fingerprints:
+            raise InvalidInput("public_key", "must be an ASCII-armored OpenPGP public key")
+        gpg = _new_gpg(gpg_binary, home, ["--no-autostart"])
+        return _verify_in(gpg, payload, signature, where="the given public key")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def short_gnupghome(data_dir: Path) -> Path:
+    """A GNUPGHOME for ``data_dir`` whose agent sockets fit the 107-byte Unix socket limit.
+
+    Returns ``data_dir/gnupg`` (created 0700) when short enough, else the stable link
+    ``/tmp/chitty-gpg-<hash>`` to it (see the module docstring). Raises ``ConfigurationError``
+    naming CHITTY_DATA_DIR when that link exists and is not ours or points elsewhere.
+    """
+    home = Path(os.path.abspath(data_dir)) / "gnupg"
+    make_private_dir(home, variable="CHITTY_DATA_DIR")
+    if _fits(home):
+        return home
+    digest = hashlib.sha256(os.fsencode(home)).hexdigest()[:16]
+    link = Path(_short_tmp()) / f"chitty-gpg-{digest}"
+    for _ in range(2):
+        try:
+            os.symlink(home, link, target_is_directory=True)
+            return link
+        except FileExistsError:
+            pass
+        try:
+            st = os.lstat(link)
+            target = os.readlink(link) if stat.S_ISLNK(st.st_mode) else None
+        except FileNotFoundError:
+            continue  # removed between the two calls: try once more
+        if target == str(home) and st.st_uid == os.geteuid():
+            return link
+        raise ConfigurationError(
+            f"CHITTY_DATA_DIR: {link} should be this user's symlink to {home} (the short "
+            "GNUPGHOME for a long data directory) but is something else; remove it or choose "
+            "a shorter CHITTY_DATA_DIR"
+        )
+    raise ConfigurationError(f"CHITTY_DATA_DIR: could not create the short GNUPGHOME link {link}")
+
+
+def kill_agent(gnupghome: Path, *, gpgconf_binary: str = "gpgconf") -> None:
+    """Stop every gpg daemon (agent, dirmngr, ...) serving ``gnupghome``; never raises."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [gpgconf_binary, "--homedir", str(gnupghome), "--kill", "all"],
+            capture_output=True,
+            timeout=_GPG_TIMEOUT,
+            check=False,
+        )
+
+
+def read_private_key_file(path: Path) -> str:
+    """The armored private key in ``path`` (for PGP_PRIVATE_KEY_FILE).
+
+    Group/other permissions are allowed (mounted secrets are often 0444). Raises
+    ``ConfigurationError`` naming PGP_PRIVATE_KEY_FILE when missing or not text.
+    """
+    content = read_secret_file(path, variable="PGP_PRIVATE_KEY_FILE", private=False)
+    if content is None:
+        raise ConfigurationError(f"PGP_PRIVATE_KEY_FILE: {str(path)!r} does not exist")
+    try:
+        return content.decode("ascii")
+    except UnicodeDecodeError:
+        raise ConfigurationError(
+            f"PGP_PRIVATE_KEY_FILE: {str(path)!r} is not ASCII-armored (gpg --export-secret-keys --armor)"
+        ) from None
+
+
+# --- verification -------------------------------------------------------------------------
+
+
+class _RecordingVerify(gnupg.Verify):  # type: ignore[misc]
+    """python-gnupg's Verify result, reduced to keeping every status line in order."""
+
+    def __init__(self, gpg: gnupg.GPG) -> None:
+        super().__init__(gpg)
+        self.statuses: list[tuple[str, list[str]]] = []
+
+    def handle_status(self, key: str, value: str) -> None:
+        # We read the statuses ourselves; python-gnupg's parser also logs and can choke on
+        # unusual lines, so it is not called.
+        self.statuses.append((key, value.split()))
+
+
+class _GPG(gnupg.GPG):  # type: ignore[misc]
+    result_map: ClassVar[dict[str, type]] = {**gnupg.GPG.result_map, "verify": _RecordingVerify}
+
+
+def _verify_in(gpg: _GPG, data: bytes, signature: str, *, where: str) -> SignatureCheck:
+    payload = _as_bytes(data)
+    if not isinstance(signature, str):
+        raise InvalidInput("signature", "must be an ASCII-armored signature (str)", type(signature).__name__)
+    try:
+        sig_bytes = signature.encode("ascii")
+    except UnicodeEncodeError:
+        return _invalid("not an ASCII-armored OpenPGP signature")
+    fd, sig_path = tempfile.mkstemp(prefix="cgs", suffix=".asc")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(sig_bytes)
+        result = gpg.verify_data(sig_path, payload)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sig_path)
+    return _interpret(result.statuses, result.returncode, where)
+
+
+def _interpret(statuses: list[tuple[str, list[str]]], returncode: int | None, where: str) -> SignatureCheck:
+    """Read gpg's status lines for one ``--verify`` (doc/DETAILS in GnuPG)."""
+    keys = [key for key, _ in statuses]
+    # 1. the input must be a detached signature: no literal data, at least one signature
+    if "PLAINTEXT" in keys:
+        return _invalid("not a detached signature (it carries its own signed data)")
+    signatures = keys.count("NEWSIG")
+    if signatures == 0:
+        return _invalid("not an OpenPGP signature")
+    if signatures > 1:
+        return _invalid(f"expected one signature, found {signatures}")
+    fields = {key: value for key, value in statuses}
+    # 2. the key must be in the keyring used
+    if "ERRSIG" in fields:
+        err = fields["ERRSIG"]
+        issuer = err[6] if len(err) > 6 else err[0] if err else "?"
+        if "NO_PUBKEY" in fields or (len(err) > 5 and err[5] == "9"):
+            return _invalid(f"unknown key {issuer}: not in {where}", key_known=False)
+        code = err[5] if len(err) > 5 else "?"
+        return _invalid(
+            f"signature by {issuer} could not be checked (gpg ERRSIG code {code})", key_known=True
+        )
+    valid_sig = fields.get("VALIDSIG")
+    fingerprint = signed_at = None
+    if valid_sig:
+        fingerprint = valid_sig[9] if len(valid_sig) > 9 else valid_sig[0]
+        signed_at = _parse_timestamp(valid_sig[2]) if len(valid_sig) > 2 else None
+    # 3. the math must hold and the key must be usable
+    if "BADSIG" in fields:
+        return _invalid("signature does not match the data (data or signature changed)", key_known=True)
+    for key, reason in (
+        ("REVKEYSIG", "signing key was revoked"),
+        ("EXPKEYSIG", "signing key has expired"),
+        ("EXPSIG", "signature has expired"),
+    ):
+        if key in fields:
+            return SignatureCheck(False, fingerprint, signed_at, True, reason)
+    if "GOODSIG" not in fields or valid_sig is None:
+        return _invalid(f"gpg did not report a good signature (statuses: {' '.join(keys)})")
+    # 4. binary mode only: a text-mode signature still verifies after line endings change
+    sig_class = valid_sig[8] if len(valid_sig) > 8 else "?"
+    if sig_class != "00":
+        return SignatureCheck(
+            False,
+            fingerprint,
+            signed_at,
+            True,
+            f"signature class {sig_class} is not a binary-document signature (00)",
+        )
+    if returncode != 0:
+        return SignatureCheck(False, fingerprint, signed_at, True, f"gpg exited with status {returncode}")
+    return SignatureCheck(True, fingerprint, signed_at, True, None)
+
+
+def _invalid(reason: str, *, key_known: bool = False) -> SignatureCheck:
+    return SignatureCheck(valid=False, fingerprint=None, signed_at=None, key_known=key_known, reason=reason)
+
+
+def _parse_timestamp(text: str) -> datetime | None:
+    # gpg gives seconds since the epoch, or ISO 8601 basic ("20260101T120000") on request.
+    with contextlib.suppress(ValueError, OverflowError):
+        if "T" in text:
+            return datetime.strptime(text, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+        return datetime.fromtimestamp(int(text), tz=UTC)
+    return None
+
+
+# --- keys ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ImportStatus:
+    fingerprints: tuple[str, ...]  # every primary key imported or already present
+    secret: tuple[str, ...]  # those with a secret part
+    secret_read: int
+
+
+def _run_import(gpg_binary: str, home: Path, armored: bytes, *, autostart: bool) -> _ImportStatus:
+    """``gpg --import`` run by us, so that no library logs the key material."""
+    cmd = [
+        gpg_binary,
+        "--homedir",
+        str(home),
+        "--batch",
+        "--no-tty",
+        "--pinentry-mode",
+        "error",
+        "--status-fd",
+        "1",
+    ]
+    if not autostart:
+        cmd.append("--no-autostart")
+    try:
+        proc = subprocess.run(
+            [*cmd, "--import"], input=armored, capture_output=True, timeout=_GPG_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigurationError(
+            f"gpg: could not run {gpg_binary!r} to import a key ({type(exc).__name__})"
+        ) from None
+    fingerprints: list[str] = []
+    secret: list[str] = []
+    secret_read = 0
+    for line in proc.stdout.decode("latin-1").splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[:2] == ["[GNUPG:]", "IMPORT_OK"] and parts[2].isdigit():
+            flags, fpr = int(parts[2]), parts[3]
+            if fpr not in fingerprints:
+                fingerprints.append(fpr)
+            if flags & 16 and fpr not in secret:
+                secret.append(fpr)
+        elif len(parts) >= 12 and parts[:2] == ["[GNUPG:]", "IMPORT_RES"] and parts[11].isdigit():
+            secret_read = int(parts[11])
+    return _ImportStatus(tuple(fingerprints), tuple(secret), secret_read)
+
+
+def _import_secret_keys(gpg_binary: str, home: Path, armored_text: str) -> tuple[str, ...]:
+    rule = "must be an ASCII-armored OpenPGP private key (gpg --export-secret-keys --armor)"
+    try:
+        armored = armored_text.encode("ascii")
+    except (UnicodeEncodeError, AttributeError):
+        raise ConfigurationError(f"PGP_PRIVATE_KEY: {rule}") from None
+    status = _run_import(gpg_binary, home, armored, autostart=True)
+    if not status.secret:
+        raise ConfigurationError(
+            f"PGP_PRIVATE_KEY: {rule}; gpg imported {len(status.fingerprints)} public and 0 secret keys"
+        )
+    log.info("pgp_private_key_imported", fingerprints=list(status.secret), gnupghome=str(home))
+    return status.secret
+
+
+def _find_secret_key(gpg: _GPG, key_id: str, home: Path) -> str:
+    keys = gpg.list_keys(secret=True, keys=[key_id]) if key_id.strip() else []
+    if not keys:
+        raise ConfigurationError(
+            f"PGP_KEY_ID: no secret key matching {key_id!r} in the keyring at {home}; "
+            "import it (PGP_PRIVATE_KEY) or unset PGP_KEY_ID"
+        )
+    if len(keys) > 1:
+        found = ", ".join(k["fingerprint"] for k in keys)
+        raise ConfigurationError(
+            f"PGP_KEY_ID: {key_id!r} matches {len(keys)} secret keys ({found}); use a fingerprint"
+        )
+    return str(keys[0]["fingerprint"])
+
+
+def _only_or_new_key(gpg: _GPG, home: Path, user_id: str) -> str:
+    # The lock makes "look, then create" one step, so two processes starting together make one key.
+    with open(home / ".chitty-keygen.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        keys = gpg.list_keys(secret=True)
+        if len(keys) == 1:
+            return str(keys[0]["fingerprint"])
+        if len(keys) > 1:
+            found = ", ".join(k["fingerprint"] for k in keys)
+            raise ConfigurationError(
+                f"PGP_KEY_ID: the keyring at {home} holds {len(keys)} secret keys ({found}); "
+                "set PGP_KEY_ID to the one to sign with"
+            )
+        params = (
+            "Key-Type: EDDSA\nKey-Curve: ed25519\nKey-Usage: sign\n"
+            f"Name-Real: {user_id}\nExpire-Date: 0\n%no-protection\n%commit\n"
+        )
+        result = gpg.gen_key(params)
+        if not result.fingerprint:
+            tail = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
+            raise ConfigurationError(
+                f"CHITTY_DATA_DIR: gpg could not create a signing key in {home}: {tail[0][:200]}"
+            )
+        log.info("pgp_signing_key_created", fingerprint=result.fingerprint, gnupghome=str(home))
+        return str(result.fingerprint)
+
+
+def _key_fingerprints(gpg: _GPG, fingerprint: str) -> frozenset[str]:
+    """The primary and subkey fingerprints of ``fingerprint``: what SIG_CREATED may name."""
+    found = {fingerprint}
+    for key in gpg.list_keys(secret=True, keys=[fingerprint]):
+        found.add(key["fingerprint"])
+        found.update(sub[2] for sub in key.get("subkeys", []) if sub[2])
+    return frozenset(found)
+
+
+# --- plumbing -----------------------------------------------------------------------------
+
+
+def _new_gpg(gpg_binary: str, home: Path, options: list[str]) -> _GPG:
+    try:
+        return _GPG(gpgbinary=gpg_binary, gnupghome=str(home), options=[*_COMMON_OPTIONS, *options])
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"gpg: cannot use {gpg_binary!r} with home {home} ({exc})") from None
+
+
+def _require_gpg(gpg_binary: str) -> None:
+    if shutil.which(gpg_binary) is None:
+        raise ConfigurationError(f"gpg: {gpg_binary!r} not found on PATH; install GnuPG 2.2 or later")
+
+
+def _fits(home: Path) -> bool:
+    return len(os.fsencode(home)) + len(_LONGEST_SOCKET) <= _SUN_PATH_MAX
+
+
+def _check_socket_room(home: Path) -> None:
+    if not _fits(home):
+        raise ConfigurationError(
+            f"CHITTY_DATA_DIR: GNUPGHOME {home} is {len(os.fsencode(home))} bytes; gpg-agent "
+            f"sockets need it at most {_SUN_PATH_MAX - len(_LONGEST_SOCKET)} (use short_gnupghome)"
+        )
+
+
+def _short_tmp() -> str:
+    return "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise InvalidInput("data", "must be bytes (encode text first)", type(data).__name__)
