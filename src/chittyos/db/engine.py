@@ -6,6 +6,9 @@
   ``BEGIN IMMEDIATE``: writers queue for the one write lock up front instead of failing with
   "database is locked" when a read transaction tries to upgrade. That is also the per-log lock
   the chain needs (DESIGN.md, ChittyChain).
+* The pool does not roll back on check-in: every session and connection here ends its own
+  transaction (UnitOfWork, and ``Connection.close`` rolls back an open one), so the reset would
+  be one more round trip per transaction for nothing.
 """
 
 from __future__ import annotations
@@ -93,11 +96,18 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             from pathlib import Path
 
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed, echo=echo)
+        engine = create_async_engine(parsed, echo=echo, pool_reset_on_return=None)
         configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(
-        parsed, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        parsed,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        # No pre-ping: it costs a round trip per checkout; a dropped connection instead fails
+        # one transaction (rolled back whole) and the pool replaces it.
+        pool_recycle=1800,
+        pool_reset_on_return=None,
     )
 
 

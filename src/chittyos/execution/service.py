@@ -87,29 +87,49 @@ class ExecutionService:
         model = request.model or self._default_model
         execution_id = uuid.uuid4()
 
-        async with self._uow.begin() as session:
-            session.add(
-                SecureExecution(
-                    id=execution_id,
-                    user_id=request.user_id,
-                    prompt=request.prompt,
-                    prompt_hash=sha256_hex(request.prompt),
-                    security_level=request.security_level,
-                    execution_method=tier.execution_method,
-                    case_id=request.case_id,
-                    label=request.label,
-                    model=model,
-                    status="pending",
-                    created_at=self._clock(),
-                    chain_facts=[],
-                    metadata_={"create_evidence": request.create_evidence},
-                )
+        # A free slot (the common case) lets the row start life as executing: one transaction
+        # fewer on the hot path. Only an execution that has to queue is ever seen as pending.
+        try:
+            self._slots.acquire_nowait()
+            held = True
+        except anyio.WouldBlock:
+            held = False
+        now = self._clock()
+        try:
+            row = SecureExecution(
+                id=execution_id,
+                user_id=request.user_id,
+                prompt=request.prompt,
+                prompt_hash=sha256_hex(request.prompt),
+                security_level=request.security_level,
+                execution_method=tier.execution_method,
+                case_id=request.case_id,
+                label=request.label,
+                model=model,
+                status="executing" if held else "pending",
+                created_at=now,
+                started_at=now if held else None,
+                chain_facts=[],
+                metadata_={"create_evidence": request.create_evidence},
+                # Every column set here, so the detached row never needs a reload (no lazy SELECT).
+                **dict.fromkeys(_UNSET_ON_INSERT),
             )
+            async with self._uow.begin() as session:
+                session.add(row)
+        except BaseException:
+            if held:
+                self._slots.release()
+            raise
 
         calls: tuple[Completion, ...] = ()
         try:
-            async with self._slots:
-                await self._set(execution_id, status="executing", started_at=self._clock())
+            try:
+                if not held:
+                    await self._slots.acquire()
+                    held = True
+                    async with self._uow.begin() as session:
+                        row = await session.merge(row, load=False)
+                        row.status, row.started_at = "executing", self._clock()
                 outcome = await tier.run(
                     TierRequest(
                         execution_id=str(execution_id),
@@ -121,7 +141,10 @@ class ExecutionService:
                     TierContext(provider=provider, progress=progress),
                 )
                 calls = outcome.calls
-            return await self._complete(execution_id, request, outcome)
+            finally:
+                if held:
+                    self._slots.release()
+            return await self._complete(row, request, outcome)
         except ExecutionFailedError:
             raise
         except ChittyError as exc:
@@ -147,20 +170,18 @@ class ExecutionService:
 
     # -- internals ------------------------------------------------------------------------
 
-    async def _set(self, execution_id: uuid.UUID, **values: Any) -> None:
-        async with self._uow.begin() as session:
-            await session.execute(update(SecureExecution).where(SecureExecution.id == execution_id).values(**values))
-
     async def _complete(
-        self, execution_id: uuid.UUID, request: ExecutionRequest, outcome: TierOutcome
+        self, inserted: SecureExecution, request: ExecutionRequest, outcome: TierOutcome
     ) -> ExecutionView:
+        execution_id = inserted.id
         now = self._clock()
         output_hash = sha256_hex(outcome.output)
         last = outcome.calls[-1] if outcome.calls else None
         try:
             async with self._uow.begin() as session:
-                row = await session.get(SecureExecution, execution_id)
-                assert row is not None  # inserted by tx 1 and never deleted
+                # The row as tx 1 left it (or as _set moved it to executing): attach it without a
+                # SELECT. Subscribers that need it get it from the identity map with session.get.
+                row = await session.merge(inserted, load=False)
                 row.status = "completed"
                 row.completed_at = now
                 row.chatgpt_response = outcome.chatgpt_response
@@ -236,6 +257,19 @@ class ExecutionService:
                 session,
             )
         log.info("execution failed", execution_id=str(execution_id), reason=reason)
+
+
+_UNSET_ON_INSERT = (
+    "completed_at",
+    "chatgpt_response",
+    "fortress_output",
+    "fortress_signature",
+    "verification_status",
+    "error_message",
+    "provider",
+    "provider_request_id",
+    "usage",
+)
 
 
 def _sum_usage(calls: tuple[Completion, ...]) -> dict[str, int] | None:
