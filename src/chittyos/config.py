@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     # --- limits -----------------------------------------------------------------------------
     chitty_max_prompt_chars: int = Field(default=100_000, ge=1, le=10_000_000)
+    chitty_max_content_chars: int = Field(default=10_000_000, ge=1, le=1_000_000_000)
+    """Longest content accepted for signature checks."""
     chitty_max_concurrent_executions: int = Field(default=16, ge=1, le=10_000)
     chitty_page_size_max: int = Field(default=500, ge=1, le=100_000)
 
@@ -61,6 +63,42 @@ class Settings(BaseSettings):
     chitty_allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     """Extra Origin header values accepted on /mcp, e.g. https://chitty.example."""
 
+    # --- chat, cost and budgets ------------------------------------------------------------
+    chitty_prices_file: Path | None = None
+    """JSON of USD per million tokens by model, winning over the bundled price table."""
+    chitty_free_base_urls: Annotated[tuple[str, ...], NoDecode] = ()
+    """Comma-separated base URLs whose models cost nothing, e.g. http://127.0.0.1:11434 (Ollama)."""
+    chitty_pricing_base_url: str | None = None
+    """Whose published prices apply to calls through OPENAI_BASE_URL, as that provider's API base
+    URL: e.g. https://api.openai.com/v1 when OPENAI_BASE_URL is a proxy in front of OpenAI.
+    Unset: the base URL the call went to."""
+    chitty_rate_limit_per_minute: int = Field(default=0, ge=0, le=1_000_000)
+    """Model-calling requests (chat tools, executions) per user per minute; 0 turns the limit off."""
+    chitty_budget_reservation_ttl_s: float = Field(default=900.0, gt=0, le=7 * 24 * 3600)
+    """Seconds a budget reservation holds when its call never settles (a crashed process)."""
+
+    # --- signing and sealing -----------------------------------------------------------------
+    pgp_key_id: str | None = None
+    """Fingerprint or key id of the OpenPGP signing key to use from the keyring in the data dir."""
+    pgp_private_key: SecretStr | None = None
+    """An armored OpenPGP private key to import (no passphrase) and sign with."""
+    pgp_private_key_file: Path | None = None
+    """A file holding such a key; PGP_PRIVATE_KEY wins when both are set."""
+    chitty_encryption_key: SecretStr | None = None
+    """32-byte AES-256-GCM key(s), base64 or hex, comma-separated; the first seals, all open.
+    Unset: a key file <data dir>/encryption.key is created (mode 0600) and used."""
+
+    # --- ChittyChain -------------------------------------------------------------------------
+    chitty_log_origin: str = Field(
+        default="chittyos.local/chain", min_length=1, max_length=255, pattern=r"^[^\s+\x00-\x1f\x7f]+$"
+    )
+    """The log's checkpoint origin line and key name (no spaces, no '+'): e.g. chitty.example/chain.
+    Fixed once the log has leaves; the key in <data dir>/chain/log.key is made for it."""
+    chitty_checkpoint_every: int = Field(default=1000, ge=1, le=10_000_000)
+    """Sign a checkpoint once this many leaves were appended since the last one (never per append)."""
+    chitty_checkpoint_interval_s: float = Field(default=60.0, gt=0, le=7 * 24 * 3600)
+    """... or once this many seconds passed and the log grew. Proofs sign one on demand too."""
+
     # --- logging ----------------------------------------------------------------------------
     chitty_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     chitty_log_json: bool = False
@@ -76,7 +114,7 @@ class Settings(BaseSettings):
             return tokens
         return value
 
-    @field_validator("chitty_allowed_hosts", "chitty_allowed_origins", mode="before")
+    @field_validator("chitty_allowed_hosts", "chitty_allowed_origins", "chitty_free_base_urls", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -88,12 +126,22 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("openai_base_url", "chitty_database_url", mode="before")
+    @field_validator(
+        "openai_base_url",
+        "chitty_database_url",
+        "chitty_pricing_base_url",
+        "chitty_prices_file",
+        "pgp_key_id",
+        "pgp_private_key",
+        "pgp_private_key_file",
+        "chitty_encryption_key",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("openai_base_url")
+    @field_validator("openai_base_url", "chitty_pricing_base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -124,6 +172,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 _SECRET_FIELDS = {"openai_api_key", "chitty_api_tokens", "chitty_encryption_key", "pgp_private_key"}
+"""Values never echoed in an error, even when they are malformed."""
 
 
 def _describe(exc: ValidationError) -> str:
