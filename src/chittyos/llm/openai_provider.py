@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -95,11 +95,15 @@ class OpenAIProvider:
                 "OpenAI-compatible server (which needs no key)"
             )
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float):
-            raise ConfigurationError(f"CHITTY_MODEL_TIMEOUT_S: must be a number of seconds (got {timeout_s!r})")
+            raise ConfigurationError(
+                f"CHITTY_MODEL_TIMEOUT_S: must be a number of seconds (got {timeout_s!r})"
+            )
         if not (math.isfinite(timeout_s) and timeout_s > 0):
             raise ConfigurationError(f"CHITTY_MODEL_TIMEOUT_S: must be above 0 seconds (got {timeout_s!r})")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries: must be an integer of 0 or more (got {max_retries!r})")
+            raise ConfigurationError(
+                f"CHITTY_MODEL_MAX_RETRIES: must be an integer of 0 or more (got {max_retries!r})"
+            )
         url = base_url or OPENAI_BASE_URL
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -134,7 +138,7 @@ class OpenAIProvider:
         """Close the connection pool."""
         await self._client.close()
 
-    async def __aenter__(self) -> OpenAIProvider:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -228,16 +232,17 @@ class OpenAIProvider:
                     if chunk.usage is not None:
                         usage = _usage(chunk.usage)
         except openai.OpenAIError as exc:
+            got, why = _count(len(parts), "text delta"), self._stream_reason(exc)
             raise StreamInterrupted(
-                f"{self.name}: the stream from {self._host} broke off after {len(parts)} text deltas "
-                f"({self._stream_reason(exc)})",
+                f"{self.name}: the stream from {self._host} broke off after {got} ({why})",
                 provider=self.name,
                 partial=partial(),
             ) from _cause(exc)
         if finish_reason is None:
+            got = _count(len(parts), "text delta")
             raise StreamInterrupted(
-                f"{self.name}: the stream from {self._host} ended after {len(parts)} text deltas "
-                "without a finish_reason (the answer is incomplete)",
+                f"{self.name}: the stream from {self._host} ended after {got} without a finish_reason "
+                "(the answer is incomplete)",
                 provider=self.name,
                 partial=partial(),
             )
@@ -262,8 +267,7 @@ class OpenAIProvider:
 
     def _convert(self, exc: openai.OpenAIError) -> ProviderError:
         """The ``ProviderError`` for an SDK error raised before any answer arrived."""
-        attempts = _attempts(exc)
-        tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+        tries = f"after {_count(_attempts(exc), 'attempt')}"
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout(
                 f"{self.name}: no answer from {self._host} within {self.timeout_s:g} s "
@@ -297,8 +301,7 @@ class OpenAIProvider:
                 provider=self.name,
             )
         return ProviderError(
-            f"{self.name}: the call to {self._host} failed ({type(exc).__name__}: "
-            f"{self._mask(str(exc))})",
+            f"{self.name}: the call to {self._host} failed ({type(exc).__name__}: {self._mask(str(exc))})",
             provider=self.name,
         )
 
@@ -351,6 +354,10 @@ def _attempts(exc: openai.OpenAIError) -> int:
         return int(request.headers.get("x-stainless-retry-count", "0")) + 1 if request is not None else 1
     except ValueError:
         return 1
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _cause(exc: openai.OpenAIError) -> BaseException | None:
