@@ -14,19 +14,33 @@ from typing import Any
 
 import anyio
 import structlog
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chittyos import __version__
+from chittyos.analytics import UsageAnalytics
+from chittyos.chat import (
+    BudgetService,
+    CallPricer,
+    ChatService,
+    ExecutionSpendGuard,
+    RateLimiter,
+    SessionService,
+    UsageRecorder,
+)
 from chittyos.config import Settings
 from chittyos.db import UnitOfWork, create_engine, display_url, ensure_current, is_sqlite, make_session_factory
-from chittyos.events import EventBus
+from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
+from chittyos.db.models import SecureExecution
+from chittyos.execution import SEALED_COLUMNS as EXECUTION_SEALED_COLUMNS
 from chittyos.execution import ExecutionService
 from chittyos.llm.openai_provider import OpenAIProvider
+from chittyos.llm.pricing import PriceBook
 from chittyos.llm.selection import ProviderSelector
+from chittyos.signing import OpenPGPSigner, Sealer, kill_agent, open_sealer, open_signer
 from chittyos.tiers import StandardTier, TierRegistry
 
-__all__ = ["App", "open_app"]
+__all__ = ["App", "open_app", "sealed_columns"]
 
 log = structlog.get_logger("chittyos.app")
 
@@ -42,10 +56,18 @@ class App:
     tiers: TierRegistry
     providers: ProviderSelector
     executions: ExecutionService
+    signer: OpenPGPSigner
+    sealer: Sealer
+    chat: ChatService
+    sessions: SessionService
+    budgets: BudgetService
+    usage_analytics: UsageAnalytics
+    pricer: CallPricer
     version: str = __version__
 
     async def health(self) -> dict[str, Any]:
-        """``{status, version, database{backend, reachable, round_trip_ms, error?}, provider, tiers}``."""
+        """``{status, version, database{backend, reachable, round_trip_ms, error?}, provider, tiers,
+        signer{ready, fingerprint}, sealing{algorithm, active_key_id}}``."""
         database: dict[str, Any] = {"backend": self.engine.dialect.name}
         started = time.perf_counter()
         try:
@@ -64,7 +86,14 @@ class App:
                 "fallback": "mcp-sampling when the client supports it",
             },
             "tiers": self.tiers.names(),
+            "signer": {"ready": True, "kind": "openpgp", "fingerprint": self.signer.fingerprint},
+            "sealing": {"algorithm": "AES-256-GCM", "active_key_id": self.sealer.keyring.active_key_id},
         }
+
+
+def sealed_columns() -> dict[Table, tuple[str, ...]]:
+    """Every column stored sealed, by table: what key rotation re-seals."""
+    return {SecureExecution.__table__: EXECUTION_SEALED_COLUMNS}
 
 
 @asynccontextmanager
@@ -80,8 +109,16 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
     await anyio.to_thread.run_sync(lambda: ensure_current(url, auto_upgrade=sqlite))
     engine = create_engine(url, pool_size=settings.chitty_db_pool_size)
     openai = _openai_provider(settings)
+    signer: OpenPGPSigner | None = None
     try:
-        app = _wire(settings, engine, openai)
+        signer = await anyio.to_thread.run_sync(open_signer, settings)
+        sealing = await anyio.to_thread.run_sync(open_sealer, settings)
+        if sealing.created:
+            log.warning(
+                "created an encryption key for sealing at rest; back it up, or set CHITTY_ENCRYPTION_KEY",
+                key_file=sealing.key_source,
+            )
+        app = _wire(settings, engine, openai, signer, sealing.sealer)
         log.info(
             "chittyos ready",
             version=__version__,
@@ -93,6 +130,8 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
         if openai is not None:
             await openai.aclose()
         await engine.dispose()
+        if signer is not None:
+            await anyio.to_thread.run_sync(kill_agent, signer.gnupghome)
 
 
 def _openai_provider(settings: Settings) -> OpenAIProvider | None:
@@ -106,16 +145,21 @@ def _openai_provider(settings: Settings) -> OpenAIProvider | None:
     )
 
 
-def _wire(settings: Settings, engine: AsyncEngine, openai: OpenAIProvider | None) -> App:
+def _wire(
+    settings: Settings, engine: AsyncEngine, openai: OpenAIProvider | None, signer: OpenPGPSigner, sealer: Sealer
+) -> App:
     uow = UnitOfWork(session_factory=make_session_factory(engine))
     bus = EventBus()
     tiers = TierRegistry([StandardTier()])
     providers = ProviderSelector(openai=openai, sampling_timeout_s=settings.chitty_model_timeout_s)
+    chat, guard = _wire_chat(settings, uow, bus, providers, openai)
     executions = ExecutionService(
+        spend_guard=guard,
         uow=uow,
         tiers=tiers,
         providers=providers,
         bus=bus,
+        sealer=sealer,
         default_model=settings.chitty_default_model,
         default_max_tokens=settings.chitty_max_tokens,
         max_prompt_chars=settings.chitty_max_prompt_chars,
@@ -129,4 +173,51 @@ def _wire(settings: Settings, engine: AsyncEngine, openai: OpenAIProvider | None
         tiers=tiers,
         providers=providers,
         executions=executions,
+        signer=signer,
+        sealer=sealer,
+        **chat,
     )
+
+
+def _wire_chat(
+    settings: Settings,
+    uow: UnitOfWork,
+    bus: EventBus,
+    providers: ProviderSelector,
+    openai: OpenAIProvider | None,
+) -> tuple[dict[str, Any], ExecutionSpendGuard]:
+    """Chat, sessions, budgets, usage (the App fields) and the executions' spend guard; subscribes
+    usage recording and budget settling to the execution events."""
+    prices = PriceBook(prices_file=settings.chitty_prices_file, free_base_urls=settings.chitty_free_base_urls)
+    base_urls = {} if openai is None else {openai.name: settings.chitty_pricing_base_url or openai.base_url}
+    pricer = CallPricer(prices=prices, base_urls=base_urls)
+    budgets = BudgetService(
+        uow=uow, pricer=pricer, reservation_ttl_s=settings.chitty_budget_reservation_ttl_s
+    )
+    recorder = UsageRecorder(pricer=pricer)
+    limiter = RateLimiter(per_minute=settings.chitty_rate_limit_per_minute)
+    guard = ExecutionSpendGuard(limiter=limiter, budgets=budgets, recorder=recorder)
+    bus.subscribe(ExecutionCompleted, guard.on_execution_completed)
+    bus.subscribe(ExecutionFailed, guard.on_execution_failed)
+    chat = ChatService(
+        uow=uow,
+        providers=providers,
+        budgets=budgets,
+        limiter=limiter,
+        recorder=recorder,
+        default_model=settings.chitty_default_model,
+        default_max_tokens=settings.chitty_max_tokens,
+        max_prompt_chars=settings.chitty_max_prompt_chars,
+    )
+    fields = {
+        "chat": chat,
+        "sessions": SessionService(
+            uow=uow,
+            max_content_chars=settings.chitty_max_prompt_chars,
+            page_size_max=settings.chitty_page_size_max,
+        ),
+        "budgets": budgets,
+        "usage_analytics": UsageAnalytics(uow=uow, budgets=budgets),
+        "pricer": pricer,
+    }
+    return fields, guard

@@ -28,6 +28,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="Signing and encryption keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+budget_app = typer.Typer(help="Spending limits per user (and model), in USD.", no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -163,6 +167,139 @@ def claude_config() -> None:
     if settings.openai_api_key is not None:
         entry["env"]["OPENAI_API_KEY"] = "<your OpenAI API key>"
     typer.echo(json.dumps({"mcpServers": {"chittyos": entry}}, indent=2))
+
+
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create (or load) the signing and encryption keys in the data directory; print what is in use."""
+    from chittyos.signing import kill_agent, open_sealer, open_signer
+
+    settings = _settings()
+    settings.chitty_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        signer = open_signer(settings)
+        sealing = open_sealer(settings)
+    except ChittyError as exc:
+        raise _fail(exc) from None
+    kill_agent(signer.gnupghome)
+    typer.echo(f"openpgp signing key   {signer.fingerprint}")
+    created = " (created now: back it up)" if sealing.created else ""
+    typer.echo(f"encryption key id     {sealing.sealer.keyring.active_key_id} from {sealing.key_source}{created}")
+
+
+@keys_app.command("export")
+def keys_export() -> None:
+    """Print the OpenPGP public key (armored), for verifying signatures offline."""
+    from chittyos.signing import kill_agent, open_signer
+
+    settings = _settings()
+    try:
+        signer = open_signer(settings)
+    except ChittyError as exc:
+        raise _fail(exc) from None
+    kill_agent(signer.gnupghome)
+    typer.echo(signer.export_public_key(), nl=False)
+
+
+@keys_app.command("rotate-encryption")
+def keys_rotate_encryption(
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per committed batch.")] = 500,
+) -> None:
+    """Re-seal every sealed value under the first key of CHITTY_ENCRYPTION_KEY (resumable)."""
+    from chittyos.app import open_app, sealed_columns
+    from chittyos.signing.rotation import rotate_sealed_values
+
+    settings = _settings()
+
+    async def run() -> Any:
+        async with open_app(settings) as opened:
+            return await rotate_sealed_values(
+                uow=opened.uow, sealer=opened.sealer, sealed=sealed_columns(), batch_size=batch_size
+            )
+
+    try:
+        report = anyio.run(run)
+    except ChittyError as exc:
+        raise _fail(exc, 1) from None
+    typer.echo(
+        f"scanned {report.rows_scanned} rows, re-sealed {report.values_resealed} values "
+        f"under key {report.active_key_id}"
+    )
+
+
+@budget_app.command("set")
+def budget_set(
+    user: Annotated[str, typer.Option("--user", help="The user_id the budget applies to.")],
+    limit: Annotated[str, typer.Option("--limit", help="Limit in USD, e.g. 10 or 2.50.")],
+    window: Annotated[str, typer.Option("--window", help="day | month | total (UTC day or month).")],
+    model: Annotated[str | None, typer.Option("--model", help="Only this model (default: all).")] = None,
+    soft: Annotated[str, typer.Option("--soft", help="Share of the limit from which calls warn.")] = "0.8",
+) -> None:
+    """Create or replace a budget; print it as JSON."""
+    settings = _settings()
+
+    async def run(opened: Any) -> Any:
+        return await opened.budgets.set(
+            user_id=user, limit_usd=limit, window=window, model=model, soft_limit_ratio=soft
+        )
+
+    typer.echo(json.dumps(_budget_json(_with_app(settings, run)), indent=2))
+
+
+@budget_app.command("show")
+def budget_show(
+    user: Annotated[str, typer.Option("--user", help="The user_id whose budgets to show.")],
+) -> None:
+    """Print the user's budgets as they stand now (spent, held, remaining, resets_at) as JSON."""
+    settings = _settings()
+
+    async def run(opened: Any) -> Any:
+        return await opened.budgets.show(user)
+
+    typer.echo(json.dumps([_budget_json(v) for v in _with_app(settings, run)], indent=2))
+
+
+@budget_app.command("remove")
+def budget_remove(
+    user: Annotated[str, typer.Option("--user", help="The user_id of the budget.")],
+    model: Annotated[str | None, typer.Option("--model", help="The model budget (default: all).")] = None,
+) -> None:
+    """Delete a budget (and the holds of calls in flight on it)."""
+    settings = _settings()
+
+    async def run(opened: Any) -> None:
+        await opened.budgets.remove(user_id=user, model=model)
+
+    _with_app(settings, run)
+    typer.echo(f"removed the budget of {user} for {model or 'all models'}")
+
+
+def _with_app(settings: Settings, work: Any) -> Any:
+    """Open the app, run ``work(app)``; a ChittyError prints one line and exits 2."""
+    from chittyos.app import open_app
+
+    async def run() -> Any:
+        async with open_app(settings) as opened:
+            return await work(opened)
+
+    try:
+        return anyio.run(run)
+    except ChittyError as exc:
+        raise _fail(exc) from None
+
+
+def _budget_json(view: Any) -> dict[str, Any]:
+    """A BudgetView as JSON: USD amounts as decimal strings, times as ISO 8601 UTC."""
+    from dataclasses import asdict
+    from datetime import datetime
+    from decimal import Decimal
+
+    def shown(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return str(value) if isinstance(value, Decimal) else value
+
+    return {k: shown(v) for k, v in asdict(view).items()}
 
 
 def main() -> None:

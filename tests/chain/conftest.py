@@ -1,4 +1,5 @@
-"""Shared data for the chain tests: the RFC 6962 / C2SP reference vectors, loaded once.
+"""Shared data for the chain tests: the RFC 6962 / C2SP reference vectors, loaded once; and a
+ChainLog on a migrated database (SQLite and PostgreSQL through the shared ``database_url``).
 
 The file lives beside the repository (``../shared/testdata``), in CI as on a workstation. A missing
 file is a collection error, never a skip.
@@ -7,8 +8,63 @@ file is a collection error, never a skip.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chittyos.chain import ChainLog, Fact, NoteSigner
+from chittyos.db import UnitOfWork, create_engine, is_sqlite, make_session_factory, upgrade
+
 VECTORS_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "rfc6962_vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+
+
+# -- the log on a database (SQLite and PostgreSQL via the shared ``database_url``) ----------------
+
+LOG_ORIGIN = "chittyos.test/chain"
+LOG_KEY = NoteSigner(name=LOG_ORIGIN, seed=bytes(range(32)))  # fixed: runs are repeatable
+
+
+def make_fact(n: int, **overrides: object) -> Fact:
+    """The n-th test fact: distinct per n, a realistic size."""
+    values: dict[str, object] = {
+        "subject": f"execution:{n:08d}",
+        "predicate": "completed",
+        "object": "sha256:" + f"{n:064x}",
+        "source": "chittyos:standard",
+        "timestamp": 1_764_547_200_000 + n,
+        "execution_id": f"exec-{n}",
+    }
+    values.update(overrides)
+    return Fact(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on a migrated, empty database (SQLite file per test; PostgreSQL truncated)."""
+    if is_sqlite(database_url):
+        await anyio.to_thread.run_sync(upgrade, database_url)
+    created = create_engine(database_url, pool_size=12)
+    yield created
+    await created.dispose()
+
+
+@pytest.fixture
+def uow(engine: AsyncEngine) -> UnitOfWork:
+    return UnitOfWork(session_factory=make_session_factory(engine))
+
+
+@pytest.fixture
+def chain(uow: UnitOfWork) -> ChainLog:
+    return ChainLog(uow=uow, signer=LOG_KEY, checkpoint_every=1000, checkpoint_interval_s=60.0)
+
+
+async def append_all(chain: ChainLog, uow: UnitOfWork, facts: list[Fact], *, batch: int = 1) -> None:
+    """Append ``facts`` in transactions of ``batch`` facts each."""
+    for start in range(0, len(facts), batch):
+        async with uow.begin() as session:
+            await chain.append(session, facts[start : start + batch])

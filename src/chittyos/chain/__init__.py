@@ -1,5 +1,8 @@
 """ChittyChain: an append-only Merkle log (RFC 6962/9162) with C2SP signed checkpoints and proofs."""
 
+from chittyos.chain.facts import MAX_LENGTHS, MAX_TIMESTAMP_MS, Fact, canonical_leaf, timestamp_ms
+from chittyos.chain.keys import load_or_create_log_key
+from chittyos.chain.log import ChainLog, FactCheck, Progress, parse_fact_id
 from chittyos.chain.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -32,6 +35,19 @@ from chittyos.chain.note import (
     sign_checkpoint,
     sign_note,
 )
+from chittyos.chain.records import (
+    AppendedFact,
+    ConsistencyProof,
+    FactPage,
+    FactProof,
+    FactRecord,
+    FactVerification,
+    Finding,
+    LogReport,
+    SignedCheckpoint,
+    VerifyReport,
+)
+from chittyos.chain.subscriber import execution_facts, execution_subscriber
 from chittyos.chain.proof_text import (
     TLOG_PROOF_HEADER,
     TlogProof,
@@ -42,6 +58,28 @@ from chittyos.chain.proof_text import (
 )
 
 __all__ = [
+    "MAX_LENGTHS",
+    "MAX_TIMESTAMP_MS",
+    "AppendedFact",
+    "ChainLog",
+    "ConsistencyProof",
+    "Fact",
+    "FactCheck",
+    "FactPage",
+    "FactProof",
+    "FactRecord",
+    "FactVerification",
+    "Finding",
+    "LogReport",
+    "Progress",
+    "SignedCheckpoint",
+    "VerifyReport",
+    "canonical_leaf",
+    "execution_facts",
+    "execution_subscriber",
+    "load_or_create_log_key",
+    "parse_fact_id",
+    "timestamp_ms",
     "EMPTY_ROOT",
     "HASH_SIZE",
     "TLOG_PROOF_HEADER",

@@ -9,9 +9,11 @@ from chittyos.execution.models import (
     ExecutionView,
     sha256_hex,
 )
-from chittyos.execution.service import ExecutionService
+from chittyos.execution.service import SEALED_COLUMNS, SEALED_TABLE, ExecutionService
 
 __all__ = [
+    "SEALED_COLUMNS",
+    "SEALED_TABLE",
     "ExecutionFailedError",
     "ExecutionRequest",
     "ExecutionResults",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 SecurityLevel = Literal["standard", "fortress", "verified"]
+TextOpener = Callable[[str, str | None], str | None]
+"""``(column, stored value) -> plaintext``: unseals a sealed column of the row at hand."""
 ExecutionStatus = Literal["pending", "executing", "completed", "failed", "verified"]
 MAX_IDENTIFIER_CHARS = 255
 
@@ -146,9 +149,12 @@ class ExecutionView:
     completed_at: datetime | None
 
     @classmethod
-    def from_row(cls, row: SecureExecution) -> ExecutionView:
+    def from_row(cls, row: SecureExecution, *, open_text: TextOpener) -> ExecutionView:
+        """The view of ``row``; ``open_text(column, value)`` unseals the sealed columns."""
         meta: dict[str, Any] = row.metadata_ or {}
-        output = row.chatgpt_response if row.fortress_output is None else row.fortress_output
+        chatgpt_response = open_text("chatgpt_response", row.chatgpt_response)
+        fortress_output = open_text("fortress_output", row.fortress_output)
+        output = chatgpt_response if fortress_output is None else fortress_output
         usage = row.usage
         return cls(
             execution_id=str(row.id),
@@ -163,8 +169,8 @@ class ExecutionView:
             provider_request_id=row.provider_request_id,
             prompt_hash=row.prompt_hash,
             results=ExecutionResults(
-                chatgpt_response=row.chatgpt_response,
-                fortress_output=row.fortress_output,
+                chatgpt_response=chatgpt_response,
+                fortress_output=fortress_output,
                 output_hash=meta.get("output_hash") if output is not None else None,
             ),
             evidence_id=meta.get("evidence_id"),

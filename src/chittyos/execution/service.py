@@ -3,7 +3,9 @@
 ::
 
     validate request, pick tier and provider          nothing written if any of this fails
-    tx 1   insert secure_executions row (pending)
+    admit  the spend guard (chat/): per-user rate limit     RateLimited: nothing written
+    tx 1   insert secure_executions row (pending), hold the budget's worst case in the same
+           transaction                                BudgetExceeded: rolled back, nothing written
     slot   wait for one of CHITTY_MAX_CONCURRENT_EXECUTIONS slots; mark executing
     run    tier.run(...)                              no transaction held
     tx 2   row -> completed, publish ExecutionCompleted (subscribers write in this same tx)
@@ -15,11 +17,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chittyos.db.models import SecureExecution, utcnow
 from chittyos.db.uow import UnitOfWork
@@ -34,11 +37,36 @@ from chittyos.execution.models import (
 )
 from chittyos.llm import Completion
 from chittyos.llm.selection import ProviderSelector
+from chittyos.signing import Sealer
 from chittyos.tiers import ProgressFn, TierContext, TierOutcome, TierRegistry, TierRequest, no_progress
 
-__all__ = ["ExecutionService"]
+__all__ = ["SEALED_COLUMNS", "SEALED_TABLE", "ExecutionService"]
 
 log = structlog.get_logger("chittyos.execution")
+
+
+class SpendGuard(Protocol):
+    """Admission of an execution's model calls (implemented in ``chat/``, wired in ``app.py``).
+
+    ``admit`` counts the request against the user's rate (raises ``RateLimited``). ``reserve``
+    runs inside tx 1 and holds the worst case of ``calls`` model calls on the user's budgets
+    (raises ``BudgetExceeded``); the ExecutionCompleted / ExecutionFailed subscriber settles it.
+    """
+
+    def admit(self, user_id: str) -> None: ...
+
+    async def reserve(
+        self,
+        session: AsyncSession,
+        *,
+        execution_id: uuid.UUID,
+        user_id: str,
+        model: str,
+        prompt: str,
+        max_tokens: int,
+        provider: str,
+        calls: int,
+    ) -> None: ...
 
 
 class ExecutionService:
@@ -49,16 +77,20 @@ class ExecutionService:
         tiers: TierRegistry,
         providers: ProviderSelector,
         bus: EventBus,
+        sealer: Sealer,
         default_model: str,
         default_max_tokens: int,
         max_prompt_chars: int,
         max_concurrent: int,
         clock: Callable[[], datetime] = utcnow,
+        spend_guard: SpendGuard | None = None,
     ) -> None:
         self._uow = uow
+        self._guard = spend_guard
         self._tiers = tiers
         self._providers = providers
         self._bus = bus
+        self._sealer = sealer
         self._default_model = default_model
         self._default_max_tokens = default_max_tokens
         self._max_prompt_chars = max_prompt_chars
@@ -77,8 +109,9 @@ class ExecutionService:
         ``client_session`` is the MCP session of the caller, used for sampling when no
         OpenAI-compatible provider is configured.
 
-        Raises ``InvalidInput`` / ``TierNotAvailable`` / ``ConfigurationError`` before anything
-        is written, and ``ExecutionFailedError`` (naming the execution id) when the recorded
+        Raises ``InvalidInput`` / ``TierNotAvailable`` / ``ConfigurationError`` /
+        ``RateLimited`` / ``BudgetExceeded`` before anything is written, and
+        ``ExecutionFailedError`` (naming the execution id) when the recorded
         execution failed; its row then holds status ``failed`` and the reason.
         """
         request.validate(max_prompt_chars=self._max_prompt_chars)
@@ -86,6 +119,8 @@ class ExecutionService:
         provider = self._providers.select(client_session)
         model = request.model or self._default_model
         execution_id = uuid.uuid4()
+        if self._guard is not None:
+            self._guard.admit(request.user_id)
 
         # A free slot (the common case) lets the row start life as executing: one transaction
         # fewer on the hot path. Only an execution that has to queue is ever seen as pending.
@@ -99,7 +134,7 @@ class ExecutionService:
             row = SecureExecution(
                 id=execution_id,
                 user_id=request.user_id,
-                prompt=request.prompt,
+                prompt=self._seal("prompt", execution_id, request.prompt),
                 prompt_hash=sha256_hex(request.prompt),
                 security_level=request.security_level,
                 execution_method=tier.execution_method,
@@ -116,6 +151,18 @@ class ExecutionService:
             )
             async with self._uow.begin() as session:
                 session.add(row)
+                if self._guard is not None:
+                    await self._guard.reserve(
+                        session,
+                        execution_id=execution_id,
+                        user_id=request.user_id,
+                        model=model,
+                        prompt=request.prompt,
+                        max_tokens=request.max_tokens or self._default_max_tokens,
+                        provider=provider.name,
+                        # a tier that asks the model more than once (verified) may say how often
+                        calls=getattr(tier, "max_model_calls", 1),
+                    )
         except BaseException:
             if held:
                 self._slots.release()
@@ -166,9 +213,22 @@ class ExecutionService:
             row = await session.get(SecureExecution, key)
             if row is None:
                 raise NotFound("execution", key)
-            return ExecutionView.from_row(row)
+            return self._view(row)
 
     # -- internals ------------------------------------------------------------------------
+
+    def _seal(self, column: str, execution_id: uuid.UUID, text: str | None) -> str | None:
+        if text is None:
+            return None
+        return self._sealer.seal(text, table=SEALED_TABLE, column=column, row_id=execution_id)
+
+    def _view(self, row: SecureExecution) -> ExecutionView:
+        def open_text(column: str, value: str | None) -> str | None:
+            if value is None:
+                return None
+            return self._sealer.open(value, table=SEALED_TABLE, column=column, row_id=row.id).decode("utf-8")
+
+        return ExecutionView.from_row(row, open_text=open_text)
 
     async def _complete(
         self, inserted: SecureExecution, request: ExecutionRequest, outcome: TierOutcome
@@ -184,8 +244,8 @@ class ExecutionService:
                 row = await session.merge(inserted, load=False)
                 row.status = "completed"
                 row.completed_at = now
-                row.chatgpt_response = outcome.chatgpt_response
-                row.fortress_output = outcome.fortress_output
+                row.chatgpt_response = self._seal("chatgpt_response", execution_id, outcome.chatgpt_response)
+                row.fortress_output = self._seal("fortress_output", execution_id, outcome.fortress_output)
                 row.fortress_signature = outcome.fortress_signature
                 row.verification_status = outcome.verification_status
                 row.provider = last.provider if last else None
@@ -216,7 +276,7 @@ class ExecutionService:
                     session,
                 )
                 await session.flush()
-                view = ExecutionView.from_row(row)
+                view = self._view(row)
         except ChittyError as exc:
             reason = f"recording the completion failed: {exc}"
         except Exception as exc:
@@ -258,6 +318,10 @@ class ExecutionService:
             )
         log.info("execution failed", execution_id=str(execution_id), reason=reason)
 
+
+SEALED_TABLE = "secure_executions"
+SEALED_COLUMNS = ("prompt", "chatgpt_response", "fortress_output")
+"""Stored as AES-256-GCM envelopes bound to (table, column, row id); hashes are over plaintext."""
 
 _UNSET_ON_INSERT = (
     "completed_at",

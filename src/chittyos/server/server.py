@@ -10,7 +10,7 @@ from mcp_types import SetLevelRequestParams
 
 from chittyos import __version__
 from chittyos.app import App
-from chittyos.server import coordinator
+from chittyos.server import chat, coordinator, fortress
 from chittyos.server.client_logging import handle_set_level
 
 INSTRUCTIONS = (
@@ -41,4 +41,6 @@ def build_server(app: App) -> MCPServer[App]:
     )
     mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, handle_set_level)
     coordinator.register(mcp)
+    chat.register(mcp)
+    fortress.register(mcp, app)
     return mcp

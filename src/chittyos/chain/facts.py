@@ -1,0 +1,233 @@
+"""Facts: the entries of ChittyChain, and their leaf bytes. Pure, no I/O.
+
+A fact is ``{subject, predicate, object, source, timestamp, execution_id?, evidence_id?, signer?,
+signature?}``. Its leaf bytes are the RFC 8785 (JCS) canonical JSON of those fields, ``None``
+fields left out; its ``fact_id`` is the hex SHA-256 of the leaf bytes and its Merkle leaf hash is
+``SHA-256(0x00 || leaf bytes)`` (RFC 9162 §2.1.1)::
+
+    {"execution_id":"…","object":"sha256:…","predicate":"completed","source":"chittyos:standard",
+     "subject":"execution:…","timestamp":1764547200123}
+
+Signing a fact (OpenPGP, detached, ASCII armor) covers ``signing_bytes()``: the leaf bytes of the
+fact WITHOUT its ``signature`` (``signer``, the key fingerprint, is inside). The signature then
+goes into the leaf too, so the log commits to it: stripping or swapping a signature changes the
+fact id. For an unsigned fact ``signing_bytes() == leaf_bytes()``.
+
+Encoding. Every value is a string or an integer below 2**53, and every key is ASCII, so JCS
+reduces to: keys sorted, no whitespace, strings escaped as ECMAScript ``JSON.stringify`` does
+(``"``, ``\\``, ``\\b \\t \\n \\f \\r``, other U+0000..U+001F as lowercase ``\\u00xx``, the rest
+verbatim in UTF-8), integers in decimal. ``json.encoder.encode_basestring`` (C) does exactly that,
+10x faster than the reference ``rfc8785`` package; tests check byte equality with ``rfc8785.dumps``
+over generated facts, because a full-log recompute re-encodes every leaf.
+
+Errors: ``InvalidInput`` naming the field and the rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from typing import Any
+
+from chittyos.errors import InvalidInput
+
+__all__ = [
+    "FACT_FIELDS",
+    "MAX_LENGTHS",
+    "MAX_TIMESTAMP_MS",
+    "SORTED_FIELDS",
+    "Fact",
+    "canonical_leaf",
+    "canonical_leaf_sorted",
+    "timestamp_ms",
+]
+
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: far below 2**53, so the integer is exact in every JSON reader."""
+
+MAX_LENGTHS: Mapping[str, int] = {
+    "subject": 1024,
+    "predicate": 255,
+    "object": 4096,
+    "source": 255,
+    "execution_id": 255,
+    "evidence_id": 255,
+    "signer": 64,
+    "signature": 16384,
+}
+"""Upper bounds in characters; the database columns are sized to match."""
+
+FACT_FIELDS = ("subject", "predicate", "object", "source", "timestamp", "execution_id", "evidence_id",
+               "signer", "signature")
+SORTED_FIELDS = tuple(sorted(FACT_FIELDS))
+"""JCS member order (UTF-16 code units; the keys are ASCII, so plain sorting agrees)."""
+assert SORTED_FIELDS == ("evidence_id", "execution_id", "object", "predicate", "signature", "signer", "source",
+                         "subject", "timestamp"), "canonical_leaf_sorted spells this order out"
+_PREFIXES = tuple(f'"{key}":' for key in SORTED_FIELDS)
+_REQUIRED = ("subject", "predicate", "object", "source")
+_OPTIONAL_TEXT = ("execution_id", "evidence_id")
+_FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
+_ARMOR_BEGIN = "-----BEGIN PGP SIGNATURE-----\n"
+_ARMOR_END = "-----END PGP SIGNATURE-----"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def canonical_leaf(values: Mapping[str, Any]) -> bytes:
+    """RFC 8785 canonical JSON of a fact's fields (``None`` left out): the leaf bytes.
+
+    No validation: a full-log recompute feeds stored columns through here as they are, so that a
+    changed column shows as a changed hash. ``values`` must map field names to str / int / None.
+    """
+    return canonical_leaf_sorted(tuple(values.get(key) for key in SORTED_FIELDS))
+
+
+def canonical_leaf_sorted(values: Sequence[str | int | None]) -> bytes:
+    """``canonical_leaf`` of the values in ``SORTED_FIELDS`` order (the hot path of a recompute).
+
+    Raises TypeError for a value of the wrong type (a string field that is not a str, a timestamp
+    that is not an int): only a changed row can hold one.
+    """
+    evidence_id, execution_id, obj, predicate, signature, signer, source, subject, timestamp = values
+    try:  # the four required fields and the timestamp are there: every valid fact
+        if timestamp.__class__ is not int:
+            raise TypeError("timestamp")
+        head = "{"
+        if evidence_id is not None:
+            head += '"evidence_id":' + _encode(evidence_id) + ","
+        if execution_id is not None:
+            head += '"execution_id":' + _encode(execution_id) + ","
+        head += '"object":' + _encode(obj) + ',"predicate":' + _encode(predicate) + ","
+        if signature is not None:
+            head += '"signature":' + _encode(signature) + ","
+        if signer is not None:
+            head += '"signer":' + _encode(signer) + ","
+        text = head + '"source":' + _encode(source) + ',"subject":' + _encode(subject) + ',"timestamp":' + str(
+            timestamp) + "}"
+    except TypeError:
+        text = _canonical_any(values)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _canonical_any(values: Sequence[str | int | None]) -> str:
+    parts = []
+    for prefix, value in zip(_PREFIXES, values, strict=True):
+        if value is None:
+            continue
+        if value.__class__ is str:
+            parts.append(prefix + _encode(value))
+        elif value.__class__ is int:
+            parts.append(prefix + str(value))
+        else:
+            raise TypeError(f"{prefix[1:-2]} must be a str or an int, not {type(value).__name__}")
+    return "{" + ",".join(parts) + "}"
+
+
+_encode = encode_basestring  # C; raises TypeError for anything but a str
+
+
+def timestamp_ms(when: datetime) -> int:
+    """Milliseconds since the Unix epoch of an aware datetime. InvalidInput for a naive one."""
+    if when.tzinfo is None:
+        raise InvalidInput("timestamp", "must be an aware datetime (UTC); a naive one has no zone")
+    delta = when.astimezone(UTC) - _EPOCH
+    return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+def _check_text(name: str, value: object, *, multiline: bool = False) -> None:
+    if not isinstance(value, str):
+        raise InvalidInput(name, "must be a string", type(value).__name__)
+    if not value.strip():
+        raise InvalidInput(name, "must be a non-empty string", value)
+    limit = MAX_LENGTHS[name]
+    if len(value) > limit:
+        raise InvalidInput(name, f"must be at most {limit} characters", f"{len(value)} characters")
+    for offset, ch in enumerate(value):
+        if ch == "\n" and multiline:
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cs"):
+            raise InvalidInput(name, "must not contain control characters or lone surrogates",
+                               f"U+{ord(ch):04X} at offset {offset}")
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One statement for the log. Validated on construction; InvalidInput names the field.
+
+    ``timestamp`` is UTC epoch milliseconds (``Fact.at`` takes a datetime). ``signer`` is the
+    OpenPGP fingerprint (40 or 64 hex digits, stored upper case); ``signature`` an ASCII-armored
+    detached signature over ``signing_bytes()`` and needs a ``signer``.
+    """
+
+    subject: str
+    predicate: str
+    object: str
+    source: str
+    timestamp: int
+    execution_id: str | None = None
+    evidence_id: str | None = None
+    signer: str | None = None
+    signature: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in _REQUIRED:
+            _check_text(name, getattr(self, name))
+        ts = self.timestamp
+        if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP_MS:
+            raise InvalidInput("timestamp", f"must be integer epoch milliseconds in [0, {MAX_TIMESTAMP_MS}]", ts)
+        for name in _OPTIONAL_TEXT:
+            if getattr(self, name) is not None:
+                _check_text(name, getattr(self, name))
+        if self.signer is not None:
+            signer = self.signer.upper() if isinstance(self.signer, str) else self.signer
+            if not isinstance(signer, str) or not _FINGERPRINT.fullmatch(signer):
+                raise InvalidInput("signer", "must be an OpenPGP fingerprint: 40 or 64 hex digits", self.signer)
+            object.__setattr__(self, "signer", signer)
+        if self.signature is not None:
+            _check_text("signature", self.signature, multiline=True)
+            text = self.signature.strip("\n")
+            if not (text.startswith(_ARMOR_BEGIN) and text.endswith(_ARMOR_END)):
+                raise InvalidInput("signature", "must be an ASCII-armored OpenPGP signature (BEGIN/END PGP SIGNATURE)")
+            if self.signer is None:
+                raise InvalidInput("signer", "is required with a signature (the signing key's fingerprint)")
+
+    @classmethod
+    def at(cls, when: datetime, **values: Any) -> Fact:
+        """A fact timestamped ``when`` (an aware datetime)."""
+        return cls(timestamp=timestamp_ms(when), **values)
+
+    def fields(self) -> dict[str, str | int]:
+        """The fact's fields without the ``None`` ones."""
+        return {name: value for name in FACT_FIELDS if (value := getattr(self, name)) is not None}
+
+    def leaf_bytes(self) -> bytes:
+        """RFC 8785 canonical JSON of every field (``None`` left out): the log entry."""
+        return self._leaf
+
+    @cached_property
+    def _leaf(self) -> bytes:
+        return canonical_leaf(self.fields())
+
+    def signing_bytes(self) -> bytes:
+        """What an OpenPGP signature of this fact covers: the leaf bytes without ``signature``."""
+        return canonical_leaf({**self.fields(), "signature": None})
+
+    @cached_property
+    def fact_id(self) -> str:
+        """Hex SHA-256 of the leaf bytes."""
+        return hashlib.sha256(self._leaf).hexdigest()
+
+    @cached_property
+    def leaf_hash(self) -> bytes:
+        """SHA-256(0x00 || leaf bytes): the Merkle leaf hash (RFC 9162 §2.1.1)."""
+        return hashlib.sha256(b"\x00" + self._leaf).digest()
+
+    @property
+    def when(self) -> datetime:
+        """``timestamp`` as an aware UTC datetime."""
+        return _EPOCH + timedelta(milliseconds=self.timestamp)

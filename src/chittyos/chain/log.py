@@ -1,0 +1,511 @@
+"""ChainLog: ChittyChain on the database (DESIGN.md, ChittyChain).
+
+::
+
+    append(session, facts)       inside the CALLER's transaction, two statements:
+      1. lock the log: SELECT tree size, peaks FROM head FOR UPDATE; with it, which of the facts
+         are stored already (those are not appended again; their place is returned)
+      2. the new leaves take indices size, size+1, ...; every left sibling they hash with
+         (append_nodes_needed) is a peak of the tree or a node of this batch
+      3. compute the complete subtrees they finish (nodes_completed_by_append) and the new peaks
+      4. insert leaves and nodes and move the head, in one statement on PostgreSQL
+      A rollback undoes the head too: no gap. UNIQUE(leaf_index) and the nodes' primary key make
+      a second writer at the same index fail instead of forking the log.
+
+    checkpoint()                 its own transaction, one signer at a time: sign the committed
+                                 tree (C2SP tlog-checkpoint in a signed note) only after checking
+                                 the last signed checkpoint (signature, and a consistency proof
+                                 from stored nodes up to the new root). Lazy: on demand for a
+                                 proof, and from run_checkpointer every N leaves / T seconds.
+    inclusion_proof(fact_id)     tlog-proof@v1 text against a signed checkpoint, O(log n) nodes
+    consistency(old, new)        RFC 9162 consistency proof between two sizes
+    query(...)                   facts by subject / predicate / source / time, in log order
+    verify(fact_ids)             per-fact checks against the newest checkpoint (verify.py)
+    verify_log(progress)         full streaming recompute of the whole log (verify.py)
+
+Errors: ``InvalidInput`` (bad arguments), ``NotFound`` (no such fact), ``IntegrityError`` (the
+stored log contradicts itself: a proof or checkpoint that does not verify, a missing node, a
+fork), ``ConfigurationError`` (the database's log has another origin than the key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import anyio
+import psycopg
+import structlog
+from anyio.abc import TaskStatus
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chittyos.chain import store
+from chittyos.chain.facts import Fact, timestamp_ms
+from chittyos.chain.merkle import (
+    HASH_SIZE,
+    NodeId,
+    consistency_proof,
+    consistency_proof_nodes,
+    inclusion_proof,
+    inclusion_proof_nodes,
+    nodes_completed_by_append,
+    root_hash,
+    root_nodes,
+    verify_consistency,
+    verify_inclusion,
+)
+from chittyos.chain.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
+from chittyos.chain.proof_text import format_tlog_proof
+from chittyos.chain.records import (
+    AppendedFact,
+    ConsistencyProof,
+    FactPage,
+    FactProof,
+    FactRecord,
+    LogReport,
+    SignedCheckpoint,
+    VerifyReport,
+)
+from chittyos.db.models import ChainFact, utcnow
+from chittyos.db.uow import UnitOfWork
+from chittyos.errors import ChittyError, ConfigurationError, IntegrityError, InvalidInput, NotFound, ProofRejected
+
+__all__ = ["ChainLog", "FactCheck", "Progress"]
+
+log = structlog.get_logger("chittyos.chain")
+
+FactCheck = Callable[[FactRecord], Awaitable[str | None]]
+"""An extra per-fact check for ``verify``: None when it holds, else what failed."""
+Progress = Callable[[int, int], Any]
+"""``(leaves done, tree size)``; may return an awaitable (MCP progress notifications)."""
+
+_FACT_ID = re.compile(r"[0-9a-f]{64}")
+MAX_VERIFY_FACTS = 10_000
+
+
+def parse_fact_id(value: object, field: str = "fact_id") -> str:
+    """A fact id: 64 lowercase hex digits (upper case is accepted and lowered)."""
+    if not isinstance(value, str) or not _FACT_ID.fullmatch(value.lower()):
+        raise InvalidInput(field, "must be 64 hex digits (the SHA-256 of the fact's leaf bytes)", value)
+    return value.lower()
+
+
+def record_from_row(row: Any) -> FactRecord:
+    """A ``FactRecord`` from a row of ``store.FACT_COLUMNS``."""
+    return FactRecord(
+        fact_id=row[0], leaf_index=row[1], leaf_hash=bytes(row[2]).hex(), subject=row[3], predicate=row[4],
+        object=row[5], source=row[6], timestamp=row[7], execution_id=row[8], evidence_id=row[9],
+        signer=row[10], signature=row[11], verification_status=row[12], created_at=row[13],
+    )
+
+
+class ChainLog:
+    """The append-only log. Build it in ``app.py`` (no I/O here); ``signer`` is the log key,
+    whose name is the checkpoint origin (``keys.load_or_create_log_key``)."""
+
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWork,
+        signer: NoteSigner,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
+        page_size_max: int = 500,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._uow = uow
+        self._signer = signer
+        self._verifier = signer.verifier()
+        self._every = checkpoint_every
+        self._interval = checkpoint_interval_s
+        self._page_max = page_size_max
+        self._clock = clock
+        self._sign_lock = anyio.Lock()
+        self._since_signed = 0  # leaves appended by this process since it last signed (a hint)
+        self._due = anyio.Event()
+
+    @property
+    def origin(self) -> str:
+        return self._signer.name
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        """The log's public key, for ``open_checkpoint`` / ``verify_tlog_proof``."""
+        return self._verifier
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key text to publish: ``origin+keyid+base64(0x01 || public key)``."""
+        return self._verifier.to_vkey()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def append(self, session: AsyncSession, facts: Sequence[Fact]) -> list[AppendedFact]:
+        """Append ``facts`` in the caller's transaction; their places, in the order given.
+
+        A fact already in the log (same fact id) is not appended again: its place comes back with
+        ``existed=True``. The log lock is held from the index reservation to the caller's commit,
+        so call this as late in the transaction as possible. Raises ``InvalidInput`` for a
+        non-Fact, ``IntegrityError`` for a fork or a missing stored node, ``ConfigurationError``
+        when the database's log has another origin.
+        """
+        if not facts:
+            return []
+        unique: dict[str, Fact] = {}
+        for n, fact in enumerate(facts):
+            if not isinstance(fact, Fact):
+                raise InvalidInput(f"facts[{n}]", "must be a chittyos.chain.Fact", type(fact).__name__)
+            unique.setdefault(fact.fact_id, fact)
+        now = self._clock()
+        # 1. and 2.
+        locked = await store.lock_head(session, list(unique))
+        if locked is None:
+            await store.ensure_head(session, self.origin, now)
+            locked = await store.lock_head(session, list(unique))
+            assert locked is not None
+        self._check_origin(locked.origin)
+        placed = dict(locked.existing)
+        new = [fact for fact_id, fact in unique.items() if fact_id not in placed]
+        if new:
+            # 3. and 4.
+            placed.update(await self._write(session, locked, new, now))
+        existed = set(unique) - {f.fact_id for f in new}
+        return [AppendedFact(f.fact_id, placed[f.fact_id], f.fact_id in existed) for f in facts]
+
+    async def _write(
+        self, session: AsyncSession, locked: store.LockedHead, new: list[Fact], now: datetime
+    ) -> dict[str, int]:
+        start, peaks = locked.tree_size, locked.peaks
+        coords = root_nodes(start)
+        if len(peaks) != HASH_SIZE * len(coords):
+            raise IntegrityError(
+                f"chain: the head's peaks are {len(peaks)} bytes, a tree of size {start} has "
+                f"{len(coords)} peaks of {HASH_SIZE}; refusing to append (run `chittyos chain verify`)"
+            )
+        known = {node: peaks[HASH_SIZE * n : HASH_SIZE * (n + 1)] for n, node in enumerate(coords)}
+        fact_rows: list[dict[str, Any]] = []
+        node_rows: list[tuple[int, int, bytes]] = []
+        for offset, fact in enumerate(new):
+            index = start + offset
+            for level, node_index, value in nodes_completed_by_append(index, fact.leaf_hash, known):
+                known[(level, node_index)] = value
+                node_rows.append((level, node_index, value))
+            fact_rows.append({
+                "id": fact.fact_id, "leaf_index": index, "leaf_hash": fact.leaf_hash, "subject": fact.subject,
+                "predicate": fact.predicate, "object": fact.object, "source": fact.source,
+                "timestamp": fact.timestamp, "execution_id": fact.execution_id, "evidence_id": fact.evidence_id,
+                "signer": fact.signer, "signature": fact.signature,
+                "verification_status": "unverified" if fact.signature else "unsigned",
+            })
+        size = start + len(new)
+        try:
+            await store.write_leaves(
+                session, locked, fact_rows, node_rows, tree_size=size,
+                peaks=b"".join(known[node] for node in root_nodes(size)), now=now,
+            )
+        except (sa_exc.IntegrityError, psycopg.IntegrityError) as exc:
+            raise IntegrityError(
+                f"chain: appending leaves {start}..{size - 1} conflicts with stored rows (the same fact "
+                f"appended concurrently, a fork, or rows changed under the log): "
+                f"{type(getattr(exc, 'orig', exc)).__name__}"
+            ) from None
+        self._since_signed += len(new)
+        if self._since_signed >= self._every:
+            self._due.set()
+        return {fact.fact_id: start + n for n, fact in enumerate(new)}
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A read transaction that a cancellation does not cut short (see ``_writing``)."""
+        with anyio.CancelScope(shield=True):
+            async with self._uow.read() as session:
+                yield session
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncSession]:
+        # Shielded: cancelled half-way, a session cannot roll back (every await in a cancelled
+        # anyio scope raises again) and its connection would stay checked out holding its locks
+        # (SQLite: the database write lock). What runs inside takes milliseconds.
+        with anyio.CancelScope(shield=True):
+            async with self._uow.begin() as session:
+                yield session
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    async def checkpoint(self) -> SignedCheckpoint:
+        """The signed checkpoint of the committed tree, signing one if the log grew since the last.
+
+        Steps: 1. one signer at a time (advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite);
+        2. the last signed checkpoint must open with the log key and match its row; 3. a
+        consistency proof from stored nodes must take its root to the new root (RFC 9162
+        §2.1.4.2); 4. sign and store. Raises ``IntegrityError`` (loudly, nothing signed) when 2 or
+        3 fails or the last checkpoint is beyond the log.
+        """
+        async with self._sign_lock, self._writing() as session:
+            await store.lock_checkpoints(session)
+            head = await store.head(session)
+            size = 0 if head is None else head[0]
+            if head is not None:
+                self._check_origin(head[1])
+            latest = await store.latest_checkpoints(session, 1)
+            last = latest[0] if latest else None
+            if last is not None and last.tree_size >= size:
+                if last.tree_size > size:
+                    raise IntegrityError(
+                        f"chain: checkpoint at size {last.tree_size} is beyond the log's size {size}"
+                    )
+                return self._signed(last)
+            # 2.
+            last_size = 0 if last is None else last.tree_size
+            last_root = None if last is None else self.open_checkpoint(last).root_hash
+            # 3.
+            coords = root_nodes(size)
+            if last_size:
+                coords += consistency_proof_nodes(last_size, size)
+            nodes = await store.nodes(session, coords)
+            root = _root(size, nodes)
+            if last_root is not None and last_size:
+                try:
+                    proof = consistency_proof(last_size, size, nodes)
+                    verify_consistency(last_size, size, proof, last_root, root)
+                except (InvalidInput, ProofRejected) as exc:
+                    raise IntegrityError(
+                        f"chain: the tree of size {size} is not consistent with the checkpoint signed at "
+                        f"size {last_size}; refusing to sign: {exc}"
+                    ) from exc
+            # 4.
+            now = self._clock()
+            note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
+            await store.insert_checkpoint(session, size, root, note, now)
+            stored = await store.checkpoint_at(session, size)
+        self._since_signed = 0
+        log.info("chain checkpoint signed", tree_size=size, root=root.hex())
+        assert stored is not None
+        return self._signed(stored)
+
+    async def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The newest stored checkpoint (signs nothing); None before the first."""
+        async with self.reading() as session:
+            rows = await store.latest_checkpoints(session, 1)
+        return self._signed(rows[0]) if rows else None
+
+    async def run_checkpointer(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Sign checkpoints in the background until cancelled: every ``checkpoint_interval_s``
+        when the log grew, sooner once ``checkpoint_every`` leaves were appended here.
+
+        A checkpoint that cannot be signed is logged as an error each time (the log stays
+        unsigned beyond its last checkpoint, and every proof asked for fails loudly).
+        """
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self._interval):
+                await self._due.wait()
+            self._due = anyio.Event()
+            try:
+                await self.checkpoint()  # its transaction is shielded from cancellation
+            except ChittyError as exc:
+                log.error("chain checkpoint refused", error=str(exc))
+
+    def open_checkpoint(self, row: Any) -> Checkpoint:
+        """Open a stored checkpoint row ``(tree_size, root_hash, note, ...)`` with the log key and
+        check that the note says what the row says. Raises ``IntegrityError`` naming the size."""
+        size, root, note = row[0], bytes(row[1]), row[2]
+        try:
+            checkpoint = open_checkpoint(note, self._verifier, origin=self.origin)
+        except ProofRejected as exc:
+            raise IntegrityError(f"chain: checkpoint at size {size} does not verify: {exc}") from exc
+        if checkpoint.tree_size != size or checkpoint.root_hash != root:
+            raise IntegrityError(
+                f"chain: checkpoint at size {size}: its signed note says size {checkpoint.tree_size} "
+                f"root {checkpoint.root_hash.hex()}, the row says root {root.hex()}"
+            )
+        return checkpoint
+
+    def _signed(self, row: Any) -> SignedCheckpoint:
+        return SignedCheckpoint(
+            origin=self.origin, tree_size=row[0], root_hash=bytes(row[1]).hex(), note=row[2], signed_at=row[3]
+        )
+
+    def _check_origin(self, origin: str) -> None:
+        if origin != self.origin:
+            raise ConfigurationError(
+                f"CHITTY_LOG_ORIGIN: this database's log has origin {origin!r}, the log key is for "
+                f"{self.origin!r}; set CHITTY_LOG_ORIGIN={origin}"
+            )
+
+    # -- proofs -------------------------------------------------------------------------------
+
+    async def get(self, fact_id: str) -> FactRecord:
+        """One stored fact. Raises ``InvalidInput`` / ``NotFound``."""
+        key = parse_fact_id(fact_id)
+        async with self.reading() as session:
+            rows = await store.facts_by_id(session, [key])
+        if not rows:
+            raise NotFound("fact", key)
+        return record_from_row(rows[0])
+
+    async def inclusion_proof(self, fact_id: str) -> FactProof:
+        """Proof that the fact is in the log, against the newest signed checkpoint (one is signed
+        when none covers the fact yet). The proof is checked before it is returned.
+
+        Raises ``InvalidInput`` / ``NotFound``; ``IntegrityError`` when the stored fact, nodes or
+        checkpoint do not verify (a proof of tampered data is never handed out).
+        """
+        key = parse_fact_id(fact_id)
+        async with self.reading() as session:
+            rows = await store.facts_by_id(session, [key])
+            if not rows:
+                raise NotFound("fact", key)
+            record = record_from_row(rows[0])
+            latest = await store.latest_checkpoints(session, 1)
+            covering = latest[0] if latest and latest[0].tree_size > record.leaf_index else None
+            if covering is not None:
+                nodes = await store.nodes(session, inclusion_proof_nodes(record.leaf_index, covering.tree_size))
+        if covering is None:
+            signed = await self.checkpoint()
+            async with self.reading() as session:
+                covering = await store.checkpoint_at(session, signed.tree_size)
+                assert covering is not None
+                nodes = await store.nodes(session, inclusion_proof_nodes(record.leaf_index, covering.tree_size))
+        checkpoint = self.open_checkpoint(covering)
+        leaf = record.leaf_bytes()
+        leaf_hash = _check_record(record, leaf)
+        try:
+            path = inclusion_proof(record.leaf_index, checkpoint.tree_size, nodes)
+            verify_inclusion(leaf_hash, record.leaf_index, checkpoint.tree_size, path, checkpoint.root_hash)
+        except (InvalidInput, ProofRejected) as exc:
+            raise IntegrityError(
+                f"chain: fact {key} at index {record.leaf_index} is not included in the checkpoint at size "
+                f"{checkpoint.tree_size}: {exc}"
+            ) from exc
+        signed_cp = self._signed(covering)
+        text = format_tlog_proof(record.leaf_index, path, signed_cp.note, extra=leaf)
+        return FactProof(
+            fact=record, checkpoint=signed_cp, inclusion=tuple(h.hex() for h in path), tlog_proof=text,
+            vkey=self.vkey,
+        )
+
+    async def consistency(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        """RFC 9162 proof that the tree of ``new_size`` (default: the newest checkpoint, signed on
+        demand) extends the tree of ``old_size``. Requires 0 < old_size <= new_size <= tree size.
+        The proof is checked before it is returned (``IntegrityError`` otherwise)."""
+        if new_size is None:
+            new_size = (await self.checkpoint()).tree_size
+        for name, value in (("old_size", old_size), ("new_size", new_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(name, "must be a positive integer (a tree size)", value)
+        if old_size > new_size:
+            raise InvalidInput("old_size", f"must be <= new_size={new_size}", old_size)
+        async with self.reading() as session:
+            head = await store.head(session)
+            size = 0 if head is None else head[0]
+            if new_size > size:
+                raise InvalidInput("new_size", f"must be <= the log's tree size {size}", new_size)
+            coords = root_nodes(old_size) + root_nodes(new_size) + consistency_proof_nodes(old_size, new_size)
+            nodes = await store.nodes(session, coords)
+            row = await store.checkpoint_at(session, new_size)
+        old_root, new_root = _root(old_size, nodes), _root(new_size, nodes)
+        try:
+            proof = consistency_proof(old_size, new_size, nodes)
+            verify_consistency(old_size, new_size, proof, old_root, new_root)
+        except (InvalidInput, ProofRejected) as exc:
+            raise IntegrityError(f"chain: consistency {old_size} -> {new_size} does not verify: {exc}") from exc
+        checkpoint = None
+        if row is not None:
+            if self.open_checkpoint(row).root_hash != new_root:
+                raise IntegrityError(f"chain: the checkpoint at size {new_size} does not match the stored tree")
+            checkpoint = self._signed(row)
+        return ConsistencyProof(
+            old_size=old_size, new_size=new_size, old_root=old_root.hex(), new_root=new_root.hex(),
+            proof=tuple(h.hex() for h in proof), checkpoint=checkpoint,
+        )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def query(
+        self,
+        *,
+        subject: str | None = None,
+        predicate: str | None = None,
+        object: str | None = None,
+        source: str | None = None,
+        execution_id: str | None = None,
+        evidence_id: str | None = None,
+        since: datetime | int | None = None,
+        until: datetime | int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> FactPage:
+        """Facts matching every given filter exactly, in log order. ``since`` / ``until`` bound the
+        fact timestamp (inclusive / exclusive; aware datetimes or epoch ms). Raises InvalidInput."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self._page_max:
+            raise InvalidInput("limit", f"must be between 1 and {self._page_max} (CHITTY_PAGE_SIZE_MAX)", limit)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInput("offset", "must be a non-negative integer", offset)
+        columns = ChainFact.__table__.c
+        conditions = []
+        for name, value in (("subject", subject), ("predicate", predicate), ("object", object),
+                            ("source", source), ("execution_id", execution_id), ("evidence_id", evidence_id)):
+            if value is not None:
+                if not isinstance(value, str) or not value:
+                    raise InvalidInput(name, "must be a non-empty string", value)
+                conditions.append(columns[name] == value)
+        if since is not None:
+            conditions.append(columns.timestamp >= _ms("since", since))
+        if until is not None:
+            conditions.append(columns.timestamp < _ms("until", until))
+        async with self.reading() as session:
+            rows = await store.query_facts(session, conditions, limit=limit + 1, offset=offset)
+        return FactPage(
+            facts=tuple(record_from_row(r) for r in rows[:limit]), offset=offset, limit=limit,
+            has_more=len(rows) > limit,
+        )
+
+    # -- verification (verify.py) -------------------------------------------------------------
+
+    async def verify(self, fact_ids: Sequence[str], *, checks: Mapping[str, FactCheck] | None = None) -> VerifyReport:
+        """Check facts against the newest signed checkpoint; see ``verify.verify_facts``."""
+        from chittyos.chain.verify import verify_facts
+
+        return await verify_facts(self, fact_ids, checks=checks or {})
+
+    async def verify_log(
+        self, progress: Progress | None = None, *, page_size: int = 8192, max_findings: int = 10_000
+    ) -> LogReport:
+        """Recompute the whole log from its facts; see ``verify.verify_log``."""
+        from chittyos.chain.verify import verify_log
+
+        return await verify_log(self, progress=progress, page_size=page_size, max_findings=max_findings)
+
+
+def _root(size: int, nodes: Mapping[NodeId, bytes]) -> bytes:
+    try:
+        return root_hash(size, nodes)
+    except InvalidInput as exc:
+        raise IntegrityError(f"chain: the root of size {size} cannot be computed from stored nodes: {exc}") from exc
+
+
+def _check_record(record: FactRecord, leaf: bytes) -> bytes:
+    """The leaf hash of ``leaf`` after checking the record's id and stored leaf hash agree with it."""
+    leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
+    if hashlib.sha256(leaf).hexdigest() != record.fact_id or leaf_hash.hex() != record.leaf_hash:
+        raise IntegrityError(
+            f"chain: fact {record.fact_id} at index {record.leaf_index}: its stored fields do not hash to its "
+            "id and leaf hash (the row was changed)"
+        )
+    return leaf_hash
+
+
+def _ms(field: str, value: datetime | int) -> int:
+    if isinstance(value, datetime):
+        return timestamp_ms(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(field, "must be an aware datetime or epoch milliseconds", value)
+    return value

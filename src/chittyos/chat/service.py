@@ -1,0 +1,290 @@
+"""ChatService: one chat call, accounted for.
+
+::
+
+    check the request; load the session's history        InvalidInput / NotFound: nothing written
+    rate limit, pick the provider, reserve the budget    RateLimited / BudgetExceeded: no model call
+    call the model (streamed or not)                     no transaction held
+    one transaction: the session's new messages, the usage row with its cost, the budget settle
+
+A call that fails after text began to arrive (a stream that broke off, a client that went away)
+is still recorded: a usage row with status ``failed`` and the usage the provider reported, or an
+upper-bound estimate marked ``estimated``, charged to the budget. A call that failed before any
+answer only gives its hold back. The caller gets the original error.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+import structlog
+
+from chittyos.chat.budgets import BudgetService, Hold
+from chittyos.chat.models import (
+    ANONYMOUS_USER,
+    ChatCompletionView,
+    ChatRequest,
+    ChatUsage,
+    check_identifier,
+    check_max_tokens,
+    check_temperature,
+    parse_messages,
+    parse_uuid,
+)
+from chittyos.chat.ratelimit import RateLimiter
+from chittyos.chat.store import NewMessage, append_messages, load_history
+from chittyos.chat.tokens import estimate_prompt_tokens, max_text_tokens
+from chittyos.chat.usage import UsageRecorder
+from chittyos.db.models import utcnow
+from chittyos.db.uow import UnitOfWork
+from chittyos.errors import InvalidInput
+from chittyos.llm import ChatMessage, Completion, CompletionRequest, Provider, StreamInterrupted, TokenUsage
+from chittyos.llm.selection import ProviderSelector
+
+__all__ = ["ChatService"]
+
+log = structlog.get_logger("chittyos.chat")
+
+DeltaFn = Callable[[str], Awaitable[None]]
+_SAMPLING = "mcp-sampling"  # the client's own model: it reports no usage and bills the client
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A checked request, ready to send."""
+
+    user_id: str
+    session_key: uuid.UUID | None
+    new: tuple[ChatMessage, ...]
+    upstream: CompletionRequest
+
+
+class ChatService:
+    def __init__(
+        self,
+        *,
+        uow: UnitOfWork,
+        providers: ProviderSelector,
+        budgets: BudgetService,
+        limiter: RateLimiter,
+        recorder: UsageRecorder,
+        default_model: str,
+        default_max_tokens: int,
+        max_prompt_chars: int,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._uow = uow
+        self._providers = providers
+        self._budgets = budgets
+        self._limiter = limiter
+        self._recorder = recorder
+        self._default_model = default_model
+        self._default_max_tokens = default_max_tokens
+        self._max_chars = max_prompt_chars
+        self._clock = clock
+
+    async def complete(
+        self, request: ChatRequest, *, client_session: Any | None = None
+    ) -> ChatCompletionView:
+        """One answer, not streamed (``chatgpt_complete``).
+
+        Raises ``InvalidInput`` / ``NotFound`` / ``ConfigurationError`` (nothing written),
+        ``RateLimited`` / ``BudgetExceeded`` (no model call made), ``ProviderError``.
+        """
+        return await self._run(request, client_session, None)
+
+    async def stream(
+        self, request: ChatRequest, on_delta: DeltaFn, *, client_session: Any | None = None
+    ) -> ChatCompletionView:
+        """One answer, streamed: ``on_delta`` gets each text delta in order (``chatgpt_stream``).
+
+        The usage is the one the final stream chunk carries. Raises as ``complete`` does, and
+        ``StreamInterrupted`` when the stream broke off (the call is then recorded as failed).
+        """
+        return await self._run(request, client_session, on_delta)
+
+    # -- internals ------------------------------------------------------------------------
+
+    async def _prepare(self, request: ChatRequest) -> _Call:
+        new = parse_messages(request.messages, max_chars=self._max_chars)
+        model = check_identifier("model", request.model) or self._default_model
+        max_tokens = check_max_tokens(
+            self._default_max_tokens if request.max_tokens is None else request.max_tokens
+        )
+        temperature = check_temperature(request.temperature)
+        user_id = check_identifier("user_id", request.user_id)
+        session_key = None if request.session_id is None else parse_uuid("session_id", request.session_id)
+        history: tuple[ChatMessage, ...] = ()
+        if session_key is not None:
+            async with self._uow.read() as session:
+                row, history = await load_history(session, session_key)
+            if user_id is not None and user_id != row.user_id:
+                raise InvalidInput("user_id", "must be the session's user_id, or left out", user_id)
+            user_id = row.user_id
+        return _Call(
+            user_id=user_id or ANONYMOUS_USER,
+            session_key=session_key,
+            new=new,
+            upstream=CompletionRequest(
+                messages=(*history, *new), model=model, max_tokens=max_tokens, temperature=temperature
+            ),
+        )
+
+    async def _run(
+        self, request: ChatRequest, client_session: Any | None, on_delta: DeltaFn | None
+    ) -> ChatCompletionView:
+        call = await self._prepare(request)
+        provider = self._providers.select(client_session)
+        self._limiter.admit(call.user_id)
+        hold = await self._budgets.reserve(
+            user_id=call.user_id,
+            model=call.upstream.model,
+            provider=provider.name,
+            prompt_tokens=estimate_prompt_tokens(call.upstream.messages),
+            max_tokens=call.upstream.max_tokens or self._default_max_tokens,
+        )
+        received: list[str] = []
+
+        async def collect(delta: str) -> None:
+            received.append(delta)
+            if on_delta is not None:
+                await on_delta(delta)
+
+        try:
+            if on_delta is None:
+                completion = await provider.complete(call.upstream)
+            else:
+                completion = await provider.stream(call.upstream, collect)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._after_failure(call, provider, hold, None, received)
+            raise
+        except Exception as exc:
+            partial = exc.partial if isinstance(exc, StreamInterrupted) else None
+            with anyio.CancelScope(shield=True):
+                await self._after_failure(call, provider, hold, partial, received)
+            raise
+        # The model answered and its provider billed it: record it even if the client goes away.
+        with anyio.CancelScope(shield=True):
+            return await self._settle(call, completion, hold)
+
+    async def _settle(self, call: _Call, completion: Completion, hold: Hold | None) -> ChatCompletionView:
+        at = self._clock()
+        recorded = self._recorder.price(
+            user_id=call.user_id,
+            source="chat",
+            requested_model=call.upstream.model,
+            completion=completion,
+            status="completed",
+            at=at,
+            chat_session_id=call.session_key,
+        )
+        async with self._uow.begin() as session:
+            # Lock order: the chat session row, then budget rows (see chat.budgets).
+            if call.session_key is not None:
+                answer = NewMessage(
+                    "assistant",
+                    completion.text,
+                    tokens_used=None if recorded.usage is None else recorded.usage.total_tokens,
+                    cost=recorded.cost.cost_usd,
+                    model=completion.model,
+                )
+                new = [NewMessage(m.role, m.content) for m in call.new]
+                await append_messages(session, call.session_key, [*new, answer], at)
+            await self._recorder.insert(session, recorded)
+            warnings = await self._budgets.settle(
+                session,
+                user_id=call.user_id,
+                model=call.upstream.model,
+                cost_usd=recorded.cost.cost_usd,
+                hold=hold,
+            )
+        usage = recorded.usage
+        return ChatCompletionView(
+            response=completion.text,
+            usage=None
+            if usage is None
+            else ChatUsage(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                total_tokens=usage.total_tokens,
+                cached_tokens=usage.cached_tokens,
+            ),
+            model=completion.model,
+            session_id=None if call.session_key is None else str(call.session_key),
+            cost_usd=recorded.cost.cost_usd,
+            cost_status=recorded.cost.status,
+            user_id=call.user_id,
+            provider=completion.provider,
+            usage_id=str(recorded.usage_id),
+            price_source=recorded.cost.source,
+            finish_reason=completion.finish_reason,
+            request_id=completion.request_id,
+            warnings=warnings,
+        )
+
+    async def _after_failure(
+        self,
+        call: _Call,
+        provider: Provider,
+        hold: Hold | None,
+        partial: Completion | None,
+        received: list[str],
+    ) -> None:
+        """Record what arrived before a failure, or give the hold back when nothing did. Never
+        raises: the caller re-raises the original error."""
+        try:
+            if partial is None and not received:
+                await self._budgets.release(hold)
+                return
+            text = partial.text if partial is not None else "".join(received)
+            completion = partial or Completion(
+                text=text,
+                model=call.upstream.model,
+                provider=provider.name,
+                usage=None,
+                request_id=None,
+                finish_reason=None,
+                latency_ms=0.0,
+            )
+            usage, estimated = completion.usage, False
+            if usage is None and provider.name != _SAMPLING:
+                # The provider bills what it generated; bound it from above rather than record 0.
+                usage = TokenUsage(
+                    prompt_tokens=estimate_prompt_tokens(call.upstream.messages),
+                    completion_tokens=max_text_tokens(text),
+                )
+                estimated = True
+            recorded = self._recorder.price(
+                user_id=call.user_id,
+                source="chat",
+                requested_model=call.upstream.model,
+                completion=completion,
+                status="failed",
+                at=self._clock(),
+                usage=usage,
+                estimated=estimated,
+                chat_session_id=call.session_key,
+            )
+            async with self._uow.begin() as session:
+                await self._recorder.insert(session, recorded)
+                await self._budgets.settle(
+                    session,
+                    user_id=call.user_id,
+                    model=call.upstream.model,
+                    cost_usd=recorded.cost.cost_usd,
+                    hold=hold,
+                )
+            log.info(
+                "chat call failed after text arrived; recorded",
+                usage_id=str(recorded.usage_id),
+                cost_status=recorded.cost.status,
+                deltas=len(received),
+            )
+        except Exception:
+            log.exception("recording a failed chat call crashed; its hold expires by itself")

@@ -1,0 +1,264 @@
+"""Tampering with the stored log is reported by verify() and verify_log(), naming what and where.
+
+Each test builds the same log (40 facts, checkpoints signed at 20 and 40), changes the database
+behind the log's back with plain SQL, and checks the findings: their codes and their places.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chittyos.chain import ChainLog, Checkpoint, CompactRange, Finding, NoteSigner, sign_checkpoint
+from chittyos.db import UnitOfWork
+from chittyos.errors import IntegrityError
+from tests.chain.conftest import LOG_KEY, LOG_ORIGIN, append_all, make_fact
+
+pytestmark = pytest.mark.anyio
+
+N = 40
+FACTS = [make_fact(n) for n in range(N)]
+IDS = [f.fact_id for f in FACTS]
+
+
+@pytest.fixture
+async def built(chain: ChainLog, uow: UnitOfWork) -> ChainLog:
+    await append_all(chain, uow, FACTS[:20], batch=6)
+    assert (await chain.checkpoint()).tree_size == 20
+    await append_all(chain, uow, FACTS[20:], batch=1)
+    assert (await chain.checkpoint()).tree_size == N
+    assert (await chain.verify(IDS)).ok and (await chain.verify_log(page_size=16)).ok
+    return chain
+
+
+async def sql(engine: AsyncEngine, *statements: str, **params: object) -> None:
+    async with engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(text(statement), params)
+
+
+def where(findings: Iterable[Finding]) -> set[tuple[object, ...]]:
+    """(check, leaf index, node, checkpoint size) of each finding."""
+    return {(f.check, f.leaf_index, f.node, f.tree_size) for f in findings}
+
+
+def ancestors(index: int, size: int) -> set[tuple[object, ...]]:
+    """node.mismatch places for every complete subtree above leaf ``index`` in a tree of ``size``."""
+    out = set()
+    level = 0
+    while ((index >> level) + 1) << level <= size:
+        out.add(("node.mismatch", None, (level, index >> level), None))
+        level += 1
+    return out
+
+
+async def test_an_edited_fact_field(built: ChainLog, engine: AsyncEngine) -> None:
+    await sql(engine, "UPDATE chitty_chain_facts SET object = 'sha256:forged' WHERE leaf_index = 13")
+
+    report = await built.verify([IDS[12], IDS[13]])
+    assert not report.ok and report.facts[0].ok
+    assert where(report.facts[1].findings) == {
+        ("fact.id", 13, None, None), ("fact.leaf_hash", 13, None, None), ("fact.inclusion", 13, None, N),
+    }
+    assert report.log_findings == ()
+
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {
+        ("fact.id", 13, None, None), ("fact.leaf_hash", 13, None, None),
+        *ancestors(13, N),
+        ("checkpoint.root", None, None, 20), ("checkpoint.root", None, None, N),
+    }
+    assert all(f.fact_id == IDS[13] for f in log.findings if f.check.startswith("fact."))
+
+
+async def test_a_deleted_fact_row(built: ChainLog, engine: AsyncEngine) -> None:
+    await sql(engine, "DELETE FROM chitty_chain_facts WHERE leaf_index = 7")
+
+    report = await built.verify([IDS[7], IDS[8]])
+    assert where(report.findings) == {("fact.missing", None, None, None)}
+    assert report.facts[0].findings[0].fact_id == IDS[7] and report.facts[1].ok
+
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("index.gap", 7, None, None), ("head.size", None, None, None)}
+    assert log.root == built_root(N) and log.counts == {"index.gap": 1, "head.size": 1}
+
+
+async def test_two_facts_swapped_in_place(built: ChainLog, engine: AsyncEngine) -> None:
+    await sql(
+        engine,
+        "UPDATE chitty_chain_facts SET leaf_index = 1000 WHERE leaf_index = 3",
+        "UPDATE chitty_chain_facts SET leaf_index = 3 WHERE leaf_index = 9",
+        "UPDATE chitty_chain_facts SET leaf_index = 9 WHERE leaf_index = 1000",
+    )
+    report = await built.verify([IDS[3], IDS[9], IDS[4]])
+    assert where(report.findings) == {("fact.inclusion", 9, None, N), ("fact.inclusion", 3, None, N)}
+
+    log = await built.verify_log(page_size=16)
+    # Leaves 3 and 9 differ from the stored level-0 nodes, and so does every subtree above them.
+    assert where(log.findings) == {
+        *ancestors(3, N), *ancestors(9, N), ("checkpoint.root", None, None, 20), ("checkpoint.root", None, None, N),
+    }
+    assert ("node.mismatch", None, (5, 0), None) in where(log.findings) and len(log.findings) == 12
+
+
+async def test_an_altered_subtree_hash(built: ChainLog, engine: AsyncEngine) -> None:
+    # (2, 1) covers leaves 4..7; it is a sibling on the proof path of leaves 0..3.
+    await sql(engine, "UPDATE chitty_chain_nodes SET hash = :h WHERE level = 2 AND \"index\" = 1", h=bytes(32))
+
+    report = await built.verify([IDS[0], IDS[5], IDS[30]])
+    assert ("fact.inclusion", 0, None, N) in where(report.findings)
+    assert report.facts[1].ok and report.facts[2].ok  # their paths do not use (2, 1)
+
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("node.mismatch", None, (2, 1), None)}
+    assert log.findings[0].message.startswith("node (level 2, index 1): stored " + "00" * 32)
+
+
+async def test_a_missing_and_an_extra_node(built: ChainLog, engine: AsyncEngine) -> None:
+    await sql(
+        engine,
+        "DELETE FROM chitty_chain_nodes WHERE level = 1 AND \"index\" = 6",
+        "INSERT INTO chitty_chain_nodes (level, \"index\", hash) VALUES (0, 40, :h), (3, 5, :h)",
+        h=bytes(32),
+    )
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {
+        ("node.missing", None, (1, 6), None),
+        ("node.unexpected", None, (0, 40), None), ("node.unexpected", None, (3, 5), None),
+    }
+
+
+async def test_a_replaced_checkpoint_note(built: ChainLog, engine: AsyncEngine) -> None:
+    forger = NoteSigner(name=LOG_ORIGIN, seed=bytes(range(1, 33)))  # same name, not the log's key
+    async with engine.connect() as conn:
+        root = (await conn.execute(text("SELECT root_hash FROM chitty_chain_checkpoints WHERE tree_size = 40"))).scalar_one()
+    forged = sign_checkpoint(Checkpoint(LOG_ORIGIN, N, bytes(root)), forger)
+    await sql(engine, "UPDATE chitty_chain_checkpoints SET note = :note WHERE tree_size = 40", note=forged)
+
+    report = await built.verify([IDS[1]])
+    assert where(report.log_findings) == {("checkpoint.signature", None, None, N)}
+    assert where(report.facts[0].findings) == {("fact.inclusion", 1, None, None)}  # nothing to trust
+
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("checkpoint.signature", None, None, N)}
+    with pytest.raises(IntegrityError, match="checkpoint at size 40 does not verify"):
+        await built.inclusion_proof(IDS[1])
+
+
+async def test_a_replaced_checkpoint_root(built: ChainLog, engine: AsyncEngine) -> None:
+    await sql(engine, "UPDATE chitty_chain_checkpoints SET root_hash = :h WHERE tree_size = 20", h=bytes(32))
+
+    report = await built.verify([IDS[1]])
+    assert where(report.log_findings) == {("checkpoint.note", None, None, 20)}
+    assert report.facts[0].ok  # checked against the newest (40), which is intact
+
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("checkpoint.note", None, None, 20), ("checkpoint.root", None, None, 20)}
+
+
+async def test_a_previous_checkpoint_moved_to_another_size(built: ChainLog, engine: AsyncEngine) -> None:
+    # A genuine note (size 20) copied into the row of size 40: signature fine, size wrong.
+    await sql(
+        engine,
+        "UPDATE chitty_chain_checkpoints SET note = (SELECT note FROM chitty_chain_checkpoints WHERE tree_size = 20) "
+        "WHERE tree_size = 40",
+    )
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("checkpoint.note", None, None, N)}
+    assert where((await built.verify([IDS[0]])).log_findings) == {("checkpoint.note", None, None, N)}
+
+
+async def test_signing_refuses_a_tree_inconsistent_with_the_last_checkpoint(
+    built: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    # A checkpoint correctly signed by the log key for another history at size 40 (a rewritten log).
+    other = sign_checkpoint(Checkpoint(LOG_ORIGIN, N, bytes(range(32))), LOG_KEY)
+    await sql(engine, "UPDATE chitty_chain_checkpoints SET note = :note, root_hash = :root WHERE tree_size = 40",
+              note=other, root=bytes(range(32)))
+    await append_all(built, uow, [make_fact(100)])
+    with pytest.raises(IntegrityError, match="not consistent with the checkpoint signed at size 40"):
+        await built.checkpoint()
+    with pytest.raises(IntegrityError, match="not consistent"):
+        await built.inclusion_proof(make_fact(100).fact_id)  # asks for a checkpoint: refused too
+    async with uow.read() as session:
+        sizes = (await session.execute(text("SELECT tree_size FROM chitty_chain_checkpoints ORDER BY 1"))).scalars()
+        assert list(sizes) == [20, N]  # nothing was signed
+    report = await built.verify([make_fact(100).fact_id, IDS[2]])
+    assert ("checkpoint.signing", None, None, None) in where(report.log_findings)
+    assert ("checkpoint.consistency", None, None, N) in where(report.log_findings)
+    assert ("fact.uncovered", N, None, N) in where(report.findings)
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("checkpoint.root", None, None, N)}
+
+
+async def test_a_changed_node_under_the_last_checkpoint_stops_signing(
+    built: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    # (3, 4) covers leaves 32..39: the consistency proof from 40 to 41 passes through it.
+    await sql(engine, "UPDATE chitty_chain_nodes SET hash = :h WHERE level = 3 AND \"index\" = 4", h=bytes(32))
+    await append_all(built, uow, [make_fact(100)])
+    with pytest.raises(IntegrityError, match="refusing to sign"):
+        await built.checkpoint()
+
+
+async def test_corrupted_head_peaks_are_caught_before_anything_is_signed(
+    built: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    await sql(engine, "UPDATE chitty_chain_head SET peaks = :p", p=bytes(64))  # 40 = 32 + 8: two peaks
+    await append_all(built, uow, [make_fact(n) for n in range(100, 108)], batch=8)  # completes (3, 5) and up
+    with pytest.raises(IntegrityError, match="not consistent"):
+        await built.checkpoint()
+    log = await built.verify_log(page_size=16)
+    assert {f.check for f in log.findings} == {"head.peaks", "node.mismatch"}
+    assert ("node.mismatch", None, (4, 2), None) in where(log.findings)  # (3,4)+(3,5): hashed with a bad peak
+
+    await sql(engine, "UPDATE chitty_chain_head SET peaks = :p", p=bytes(33))  # not a whole number of peaks
+    with pytest.raises(IntegrityError, match="peaks"):
+        await append_all(built, uow, [make_fact(200)])
+
+
+async def test_stray_rows_beyond_the_head(built: ChainLog, engine: AsyncEngine) -> None:
+    stray = make_fact(500)
+    await sql(
+        engine,
+        "INSERT INTO chitty_chain_facts (id, leaf_index, leaf_hash, subject, predicate, object, source, "
+        "\"timestamp\", verification_status, created_at) VALUES (:id, 45, :h, 's', 'p', 'o', 'src', 1, 'unsigned', "
+        "CURRENT_TIMESTAMP)",
+        "INSERT INTO chitty_chain_checkpoints (tree_size, root_hash, note, signed_at) VALUES (99, :h, 'x', "
+        "CURRENT_TIMESTAMP)",
+        id=stray.fact_id, h=bytes(32),
+    )
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {
+        ("index.beyond_head", 45, None, None), ("head.size", None, None, None),
+        ("checkpoint.beyond_head", None, None, 99), ("checkpoint.signature", None, None, 99),
+    }
+
+
+async def test_findings_are_capped_and_counted(built: ChainLog, engine: AsyncEngine) -> None:
+    await sql(engine, "UPDATE chitty_chain_facts SET source = 'forged'")
+    log = await built.verify_log(page_size=16, max_findings=10)
+    assert len(log.findings) == 10 and log.findings_dropped > 0
+    assert sum(log.counts.values()) == 10 + log.findings_dropped
+    assert log.counts["fact.id"] == N and log.counts["fact.leaf_hash"] == N
+
+
+async def test_progress_is_reported_per_page(built: ChainLog) -> None:
+    seen: list[tuple[int, int]] = []
+    report = await built.verify_log(lambda done, total: seen.append((done, total)), page_size=16)
+    assert report.ok and seen == [(16, N), (32, N), (N, N)]
+
+    async def async_progress(done: int, total: int) -> None:
+        seen.append((done, -total))
+
+    await built.verify_log(async_progress, page_size=32)
+    assert seen[-2:] == [(32, -N), (N, -N)]
+
+
+def built_root(size: int) -> str:
+    cr = CompactRange()
+    cr.extend(f.leaf_hash for f in FACTS[:size])
+    return cr.root().hex()
