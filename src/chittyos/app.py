@@ -22,16 +22,18 @@ from chittyos.analytics import UsageAnalytics
 from chittyos.chat import (
     BudgetService,
     CallPricer,
+    ChatSealer,
     ChatService,
     ExecutionSpendGuard,
     RateLimiter,
+    SEALED_CHAT_COLUMNS,
     SessionService,
     UsageRecorder,
 )
 from chittyos.config import Settings
 from chittyos.db import UnitOfWork, create_engine, display_url, ensure_current, is_sqlite, make_session_factory
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
-from chittyos.db.models import SecureExecution
+from chittyos.db.models import Base, SecureExecution
 from chittyos.execution import SEALED_COLUMNS as EXECUTION_SEALED_COLUMNS
 from chittyos.execution import ExecutionService
 from chittyos.llm.openai_provider import OpenAIProvider
@@ -93,7 +95,11 @@ class App:
 
 def sealed_columns() -> dict[Table, tuple[str, ...]]:
     """Every column stored sealed, by table: what key rotation re-seals."""
-    return {SecureExecution.__table__: EXECUTION_SEALED_COLUMNS}
+    tables = Base.metadata.tables
+    return {
+        SecureExecution.__table__: EXECUTION_SEALED_COLUMNS,
+        **{tables[name]: columns for name, columns in SEALED_CHAT_COLUMNS.items()},
+    }
 
 
 @asynccontextmanager
@@ -152,7 +158,7 @@ def _wire(
     bus = EventBus()
     tiers = TierRegistry([StandardTier()])
     providers = ProviderSelector(openai=openai, sampling_timeout_s=settings.chitty_model_timeout_s)
-    chat, guard = _wire_chat(settings, uow, bus, providers, openai)
+    chat, guard = _wire_chat(settings, uow, bus, providers, openai, ChatSealer(sealer=sealer))
     executions = ExecutionService(
         spend_guard=guard,
         uow=uow,
@@ -185,6 +191,7 @@ def _wire_chat(
     bus: EventBus,
     providers: ProviderSelector,
     openai: OpenAIProvider | None,
+    chat_sealer: ChatSealer,
 ) -> tuple[dict[str, Any], ExecutionSpendGuard]:
     """Chat, sessions, budgets, usage (the App fields) and the executions' spend guard; subscribes
     usage recording and budget settling to the execution events."""
@@ -200,6 +207,7 @@ def _wire_chat(
     bus.subscribe(ExecutionCompleted, guard.on_execution_completed)
     bus.subscribe(ExecutionFailed, guard.on_execution_failed)
     chat = ChatService(
+        sealer=chat_sealer,
         uow=uow,
         providers=providers,
         budgets=budgets,
@@ -212,6 +220,7 @@ def _wire_chat(
     fields = {
         "chat": chat,
         "sessions": SessionService(
+            sealer=chat_sealer,
             uow=uow,
             max_content_chars=settings.chitty_max_prompt_chars,
             page_size_max=settings.chitty_page_size_max,

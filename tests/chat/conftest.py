@@ -26,6 +26,7 @@ from chittyos.analytics import UsageAnalytics
 from chittyos.app import App, open_app
 from chittyos.chat import (
     BudgetService,
+    ChatSealer,
     ChatRequest,
     ChatService,
     RateLimiter,
@@ -71,7 +72,9 @@ class Parts:
 
 def build_parts(app: App, clock: Clock, *, rate_limit: int = 0, ttl_s: float = 900.0) -> Parts:
     budgets = BudgetService(uow=app.uow, pricer=app.pricer, reservation_ttl_s=ttl_s, clock=clock)
+    sealer = ChatSealer(sealer=app.sealer)
     chat = ChatService(
+        sealer=sealer,
         uow=app.uow,
         providers=app.providers,
         budgets=budgets,
@@ -83,6 +86,7 @@ def build_parts(app: App, clock: Clock, *, rate_limit: int = 0, ttl_s: float = 9
         clock=clock,
     )
     sessions = SessionService(
+        sealer=sealer,
         uow=app.uow,
         max_content_chars=app.settings.chitty_max_prompt_chars,
         page_size_max=app.settings.chitty_page_size_max,

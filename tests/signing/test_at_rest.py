@@ -96,3 +96,29 @@ async def test_the_old_key_missing_before_rotation_is_a_clear_error(
     async with open_app(make_settings(chitty_encryption_key=new_key())) as app:
         with pytest.raises(ProofRejected, match="key"):
             await app.executions.status(view.execution_id)
+
+
+async def test_chat_contents_and_system_prompts_are_sealed_and_rotate_with_the_rest(
+    make_settings: Any, openai_server: OpenAIServer
+) -> None:
+    from chittyos.db.models import ChatSession, ChatSessionMessage
+
+    old, new = new_key(), new_key()
+    async with open_app(make_settings(chitty_encryption_key=old)) as app:
+        created = await app.sessions.create(user_id="u", session_name="s", initial_system_prompt="be terse")
+        await app.sessions.add_message(session_id=created.session_id, role="user", content="the secret clause")
+        async with app.uow.read() as session:
+            contents = list((await session.execute(select(ChatSessionMessage.content))).scalars())
+            system_prompt = await session.scalar(select(ChatSession.system_prompt))
+        assert len(contents) == 2 and all(c.startswith("cs1:") for c in contents)
+        assert not any("secret" in c or "terse" in c for c in contents)
+        assert system_prompt is not None and system_prompt.startswith("cs1:") and "terse" not in system_prompt
+
+    async with open_app(make_settings(chitty_encryption_key=f"{new},{old}")) as app:
+        report = await rotate_sealed_values(uow=app.uow, sealer=app.sealer, sealed=sealed_columns())
+        assert report.values_resealed == 3  # two messages and the system prompt
+
+    async with open_app(make_settings(chitty_encryption_key=new)) as app:
+        got = await app.sessions.get(created.session_id)
+    assert got.system_prompt == "be terse"
+    assert [m.content for m in got.messages or []] == ["be terse", "the secret clause"]

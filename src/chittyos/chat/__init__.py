@@ -14,6 +14,7 @@ from chittyos.chat.models import (
     SessionView,
 )
 from chittyos.chat.ratelimit import RateLimiter
+from chittyos.chat.sealing import SEALED_CHAT_COLUMNS, ChatSealer
 from chittyos.chat.service import ChatService
 from chittyos.chat.sessions import SessionService
 from chittyos.chat.tokens import estimate_prompt_tokens
@@ -22,12 +23,14 @@ from chittyos.chat.windows import window_end, window_start
 
 __all__ = [
     "ANONYMOUS_USER",
+    "SEALED_CHAT_COLUMNS",
     "BudgetService",
     "BudgetView",
     "CallCost",
     "CallPricer",
     "ChatCompletionView",
     "ChatRequest",
+    "ChatSealer",
     "ChatService",
     "ChatUsage",
     "CostStatus",

@@ -15,6 +15,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from chittyos.chat.sealing import ChatSealer
 from chittyos.db.models import ChatSession, ChatSessionMessage, to_money
 from chittyos.errors import InvalidInput
 from chittyos.llm import ROLES, ChatMessage
@@ -190,14 +191,15 @@ class MessageView:
     created_at: datetime
 
     @classmethod
-    def from_row(cls, row: ChatSessionMessage | Mapping[str, Any]) -> MessageView:
+    def from_row(cls, row: ChatSessionMessage | Mapping[str, Any], *, content: str | None = None) -> MessageView:
+        """``content`` replaces the row's (the plaintext of a sealed row)."""
         get = row.get if isinstance(row, Mapping) else (lambda k: getattr(row, k))
         return cls(
             message_id=str(get("id")),
             session_id=str(get("session_id")),
             seq=get("seq"),
             role=get("role"),
-            content=get("content"),
+            content=get("content") if content is None else content,
             tokens_used=get("tokens_used"),
             cost=get("cost"),
             model=get("model"),
@@ -224,14 +226,16 @@ class SessionView:
     messages: list[MessageView] | None = None
 
     @classmethod
-    def from_row(cls, row: ChatSession, messages: list[MessageView] | None = None) -> SessionView:
+    def from_row(
+        cls, row: ChatSession, messages: list[MessageView] | None = None, *, sealer: ChatSealer
+    ) -> SessionView:
         meta = dict(row.metadata_ or {})
         return cls(
             session_id=str(row.id),
             user_id=row.user_id,
             session_name=row.session_name,
             status=row.status,  # type: ignore[arg-type]
-            system_prompt=meta.pop("system_prompt", None),
+            system_prompt=sealer.open_system_prompt(row.id, row.system_prompt),
             total_messages=row.total_messages,
             total_tokens=row.total_tokens,
             total_cost=row.total_cost,

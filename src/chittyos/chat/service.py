@@ -37,6 +37,7 @@ from chittyos.chat.models import (
     parse_uuid,
 )
 from chittyos.chat.ratelimit import RateLimiter
+from chittyos.chat.sealing import ChatSealer
 from chittyos.chat.store import NewMessage, append_messages, load_history
 from chittyos.chat.tokens import estimate_prompt_tokens, max_text_tokens
 from chittyos.chat.usage import UsageRecorder
@@ -73,6 +74,7 @@ class ChatService:
         budgets: BudgetService,
         limiter: RateLimiter,
         recorder: UsageRecorder,
+        sealer: ChatSealer,
         default_model: str,
         default_max_tokens: int,
         max_prompt_chars: int,
@@ -83,6 +85,7 @@ class ChatService:
         self._budgets = budgets
         self._limiter = limiter
         self._recorder = recorder
+        self._sealer = sealer
         self._default_model = default_model
         self._default_max_tokens = default_max_tokens
         self._max_chars = max_prompt_chars
@@ -122,7 +125,7 @@ class ChatService:
         history: tuple[ChatMessage, ...] = ()
         if session_key is not None:
             async with self._uow.read() as session:
-                row, history = await load_history(session, session_key)
+                row, history = await load_history(session, session_key, sealer=self._sealer)
             if user_id is not None and user_id != row.user_id:
                 raise InvalidInput("user_id", "must be the session's user_id, or left out", user_id)
             user_id = row.user_id
@@ -195,7 +198,7 @@ class ChatService:
                     model=completion.model,
                 )
                 new = [NewMessage(m.role, m.content) for m in call.new]
-                await append_messages(session, call.session_key, [*new, answer], at)
+                await append_messages(session, call.session_key, [*new, answer], at, sealer=self._sealer)
             await self._recorder.insert(session, recorded)
             warnings = await self._budgets.settle(
                 session,

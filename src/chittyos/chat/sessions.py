@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -18,6 +20,7 @@ from chittyos.chat.models import (
     parse_role,
     parse_uuid,
 )
+from chittyos.chat.sealing import ChatSealer
 from chittyos.chat.store import NewMessage, append_messages
 from chittyos.db.models import SESSION_STATUSES, ChatSession, ChatSessionMessage, to_money, utcnow
 from chittyos.db.uow import UnitOfWork
@@ -33,11 +36,13 @@ class SessionService:
         self,
         *,
         uow: UnitOfWork,
+        sealer: ChatSealer,
         max_content_chars: int,
         page_size_max: int,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._uow = uow
+        self._sealer = sealer
         self._max_chars = max_content_chars
         self._page_max = page_size_max
         self._clock = clock
@@ -54,11 +59,16 @@ class SessionService:
         if initial_system_prompt is not None:
             parse_content("initial_system_prompt", initial_system_prompt, max_chars=self._max_chars)
         at = self._clock()
+        session_id = uuid.uuid4()
         row = ChatSession(
+            id=session_id,
             user_id=user_id,
             session_name=session_name,
             status="active",
-            metadata_={"system_prompt": initial_system_prompt} if initial_system_prompt else {},
+            system_prompt=(
+                self._sealer.seal_system_prompt(session_id, initial_system_prompt) if initial_system_prompt else None
+            ),
+            metadata_={},
             total_messages=0,
             total_tokens=0,
             total_cost=to_money(0),
@@ -71,11 +81,11 @@ class SessionService:
             messages: list[MessageView] | None = None
             if initial_system_prompt:
                 inserted = await append_messages(
-                    session, row.id, [NewMessage("system", initial_system_prompt)], at
+                    session, row.id, [NewMessage("system", initial_system_prompt)], at, sealer=self._sealer
                 )
                 messages = [MessageView.from_row(m) for m in inserted]
                 await session.refresh(row)
-            return SessionView.from_row(row, messages if messages is not None else [])
+            return SessionView.from_row(row, messages if messages is not None else [], sealer=self._sealer)
 
     async def list(
         self, *, user_id: str, limit: int = 20, offset: int = 0, status: str | None = None
@@ -104,7 +114,7 @@ class SessionService:
                     .offset(offset)
                 )
             ).scalars()
-            sessions = [SessionView.from_row(r) for r in rows]
+            sessions = [SessionView.from_row(r, sealer=self._sealer) for r in rows]
         return SessionList(sessions=sessions, count=len(sessions), total=total, limit=limit, offset=offset)
 
     async def get(self, session_id: str, *, include_messages: bool = True) -> SessionView:
@@ -124,8 +134,11 @@ class SessionService:
                     .where(ChatSessionMessage.session_id == key)
                     .order_by(ChatSessionMessage.seq)
                 )
-                messages = [MessageView.from_row(m) for m in result.scalars()]
-            return SessionView.from_row(row, messages)
+                messages = [
+                    MessageView.from_row(m, content=self._sealer.open_message(m.id, m.content))
+                    for m in result.scalars()
+                ]
+            return SessionView.from_row(row, messages, sealer=self._sealer)
 
     async def add_message(
         self,
@@ -158,5 +171,6 @@ class SessionService:
                 key,
                 [NewMessage(checked_role, content, tokens_used=tokens_used, cost=amount)],
                 self._clock(),
+                sealer=self._sealer,
             )
         return MessageView.from_row(row)

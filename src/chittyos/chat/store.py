@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chittyos.chat.sealing import ChatSealer
 from chittyos.db.models import ChatSession, ChatSessionMessage, to_money
 from chittyos.errors import NotFound
 from chittyos.llm import ChatMessage
@@ -39,7 +40,7 @@ _GROW = (
     .returning(_S.c.total_messages)
 )
 _INSERT = insert(_M)
-_HISTORY = select(_M.c.role, _M.c.content).where(_M.c.session_id == bindparam("s_id")).order_by(_M.c.seq)
+_HISTORY = select(_M.c.id, _M.c.role, _M.c.content).where(_M.c.session_id == bindparam("s_id")).order_by(_M.c.seq)
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,15 @@ class NewMessage:
 
 
 async def append_messages(
-    session: AsyncSession, session_id: uuid.UUID, messages: Sequence[NewMessage], at: datetime
+    session: AsyncSession,
+    session_id: uuid.UUID,
+    messages: Sequence[NewMessage],
+    at: datetime,
+    *,
+    sealer: ChatSealer,
 ) -> list[dict[str, Any]]:
-    """Add ``messages`` to the end of a chat session; return them as inserted (with ``seq``).
+    """Add ``messages`` to the end of a chat session; return them as inserted (with ``seq``),
+    contents in plaintext (they are stored sealed).
 
     Raises ``NotFound`` when the session does not exist.
     """
@@ -81,16 +88,19 @@ async def append_messages(
         }
         for i, m in enumerate(messages)
     ]
-    await session.execute(_INSERT, rows)
+    await session.execute(_INSERT, [{**r, "content": sealer.seal_message(r["id"], r["content"])} for r in rows])
     return rows
 
 
 async def load_history(
-    session: AsyncSession, session_id: uuid.UUID
+    session: AsyncSession, session_id: uuid.UUID, *, sealer: ChatSealer
 ) -> tuple[ChatSession, tuple[ChatMessage, ...]]:
     """The session row and its messages in order, ready to send upstream. Raises ``NotFound``."""
     row = await session.get(ChatSession, session_id)
     if row is None:
         raise NotFound("chat session", session_id)
     result = await session.execute(_HISTORY, {"s_id": session_id})
-    return row, tuple(ChatMessage(role=role, content=content) for role, content in result)
+    return row, tuple(
+        ChatMessage(role=role, content=sealer.open_message(message_id, content))
+        for message_id, role, content in result
+    )

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chittyos.db.models.base import Base, utcnow
@@ -34,6 +34,8 @@ class ChatSession(Base):
     user_id: Mapped[str] = mapped_column(String(255))
     session_name: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default="active")
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    """Sealed (AES-256-GCM envelope bound to this row); also the session's first message."""
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     total_messages: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(255), nullable=False),
         sa.Column("session_name", sa.String(255), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("system_prompt", sa.Text(), nullable=True),
         sa.Column("metadata", JSON, nullable=False),
         sa.Column("total_messages", sa.Integer(), nullable=False),
         sa.Column("total_tokens", sa.BigInteger(), nullable=False),
