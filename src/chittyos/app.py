@@ -30,6 +30,8 @@ from chittyos.chat import (
     SessionService,
     UsageRecorder,
 )
+from chittyos.chain import ChainLog, NoteSigner, execution_subscriber, load_or_create_log_key
+from chittyos.chain.service import ChainService
 from chittyos.config import Settings
 from chittyos.db import UnitOfWork, create_engine, display_url, ensure_current, is_sqlite, make_session_factory
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
@@ -60,6 +62,7 @@ class App:
     executions: ExecutionService
     signer: OpenPGPSigner
     sealer: Sealer
+    chain: ChainService
     chat: ChatService
     sessions: SessionService
     budgets: BudgetService
@@ -124,14 +127,24 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
                 "created an encryption key for sealing at rest; back it up, or set CHITTY_ENCRYPTION_KEY",
                 key_file=sealing.key_source,
             )
-        app = _wire(settings, engine, openai, signer, sealing.sealer)
+        log_key = await anyio.to_thread.run_sync(
+            load_or_create_log_key, settings.chitty_data_dir, settings.chitty_log_origin
+        )
+        app = _wire(settings, engine, openai, signer, sealing.sealer, log_key)
         log.info(
             "chittyos ready",
             version=__version__,
             database=display_url(url),
             provider=app.providers.configured or "mcp-sampling (client) only",
+            chain_origin=app.chain.log.origin,
         )
-        yield app
+        async with anyio.create_task_group() as background:
+            # Checkpoints are signed lazily, off the append path (DESIGN.md, ChittyChain).
+            await background.start(app.chain.log.run_checkpointer)
+            try:
+                yield app
+            finally:
+                background.cancel_scope.cancel()
     finally:
         if openai is not None:
             await openai.aclose()
@@ -152,7 +165,12 @@ def _openai_provider(settings: Settings) -> OpenAIProvider | None:
 
 
 def _wire(
-    settings: Settings, engine: AsyncEngine, openai: OpenAIProvider | None, signer: OpenPGPSigner, sealer: Sealer
+    settings: Settings,
+    engine: AsyncEngine,
+    openai: OpenAIProvider | None,
+    signer: OpenPGPSigner,
+    sealer: Sealer,
+    log_key: NoteSigner,
 ) -> App:
     uow = UnitOfWork(session_factory=make_session_factory(engine))
     bus = EventBus()
@@ -171,6 +189,15 @@ def _wire(
         max_prompt_chars=settings.chitty_max_prompt_chars,
         max_concurrent=settings.chitty_max_concurrent_executions,
     )
+    chain_log = ChainLog(
+        uow=uow,
+        signer=log_key,
+        checkpoint_every=settings.chitty_checkpoint_every,
+        checkpoint_interval_s=settings.chitty_checkpoint_interval_s,
+        page_size_max=settings.chitty_page_size_max,
+    )
+    # Registered last: the append holds the log lock until the completing transaction commits.
+    bus.subscribe(ExecutionCompleted, execution_subscriber(chain_log))
     return App(
         settings=settings,
         engine=engine,
@@ -181,6 +208,7 @@ def _wire(
         executions=executions,
         signer=signer,
         sealer=sealer,
+        chain=ChainService(chain=chain_log, signer=signer, uow=uow, sealer=sealer),
         **chat,
     )
 

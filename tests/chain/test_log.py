@@ -49,9 +49,20 @@ async def stored_leaves(uow: UnitOfWork) -> list[bytes]:
     """Leaf bytes recomputed from the fact rows, in index order."""
     async with uow.read() as session:
         rows = (await session.execute(select(ChainFact).order_by(ChainFact.leaf_index))).scalars().all()
-        return [Fact(subject=r.subject, predicate=r.predicate, object=r.object, source=r.source,
-                     timestamp=r.timestamp, execution_id=r.execution_id, evidence_id=r.evidence_id,
-                     signer=r.signer, signature=r.signature).leaf_bytes() for r in rows]
+        return [
+            Fact(
+                subject=r.subject,
+                predicate=r.predicate,
+                object=r.object,
+                source=r.source,
+                timestamp=r.timestamp,
+                execution_id=r.execution_id,
+                evidence_id=r.evidence_id,
+                signer=r.signer,
+                signature=r.signature,
+            ).leaf_bytes()
+            for r in rows
+        ]
 
 
 async def count(uow: UnitOfWork, model: Any) -> int:
@@ -73,10 +84,17 @@ async def test_appended_facts_get_proofs_that_verify_offline(chain: ChainLog, uo
         assert proof.fact.leaf_index == n and proof.fact.fact_id == facts[n].fact_id
         assert proof.checkpoint.tree_size == 37
         # 1. the pure RFC 9162 verifier, from the parts
-        verify_inclusion(facts[n].leaf_hash, n, 37, [bytes.fromhex(h) for h in proof.inclusion],
-                         bytes.fromhex(proof.checkpoint.root_hash))
+        verify_inclusion(
+            facts[n].leaf_hash,
+            n,
+            37,
+            [bytes.fromhex(h) for h in proof.inclusion],
+            bytes.fromhex(proof.checkpoint.root_hash),
+        )
         # 2. the C2SP text, as a third party would check it, with the published key only
-        verified = verify_tlog_proof(proof.tlog_proof, verifier=LOG_KEY.verifier(), leaf=facts[n].leaf_bytes())
+        verified = verify_tlog_proof(
+            proof.tlog_proof, verifier=LOG_KEY.verifier(), leaf=facts[n].leaf_bytes()
+        )
         assert verified.index == n and verified.checkpoint.tree_size == 37
         assert verified.extra == facts[n].leaf_bytes()  # the entry travels with its proof
         assert proof.vkey == LOG_KEY.verifier().to_vkey()
@@ -109,9 +127,19 @@ async def test_a_stored_fact_is_not_appended_again(chain: ChainLog, uow: UnitOfW
     assert [(x.leaf_index, x.existed) for x in first] == [(0, False), (1, False), (0, False)]
     async with uow.begin() as session:
         again = await chain.append(session, [b, c])
-    assert [(x.fact_id, x.leaf_index, x.existed) for x in again] == [(b.fact_id, 1, True), (c.fact_id, 2, False)]
+    assert [(x.fact_id, x.leaf_index, x.existed) for x in again] == [
+        (b.fact_id, 1, True),
+        (c.fact_id, 2, False),
+    ]
     assert await count(uow, ChainFact) == 3
     assert (await chain.verify_log()).ok
+
+
+async def test_append_now_commits_in_its_own_transaction(chain: ChainLog) -> None:
+    (first,) = await chain.append_now([make_fact(1)])
+    again = await chain.append_now([make_fact(2), make_fact(1)])
+    assert (first.leaf_index, [(a.leaf_index, a.existed) for a in again]) == (0, [(1, False), (0, True)])
+    assert (await chain.get(first.fact_id)).fact() == make_fact(1)
 
 
 async def test_an_empty_append_does_nothing(chain: ChainLog, uow: UnitOfWork) -> None:
@@ -156,7 +184,9 @@ async def test_concurrent_writers_get_gapless_indices_and_one_tree(
                 tg.start_soon(writer, mine)
 
     async with uow.read() as session:
-        indices = (await session.execute(select(ChainFact.leaf_index).order_by(ChainFact.leaf_index))).scalars()
+        indices = (
+            await session.execute(select(ChainFact.leaf_index).order_by(ChainFact.leaf_index))
+        ).scalars()
         assert list(indices) == list(range(writers * each))
     leaves = await stored_leaves(uow)
     assert sorted(leaves) == sorted(f.leaf_bytes() for mine in facts for f in mine)
@@ -166,6 +196,24 @@ async def test_concurrent_writers_get_gapless_indices_and_one_tree(
     assert checkpoint.tree_size == writers * each and bytes.fromhex(checkpoint.root_hash) == cr.root()
     report = await chain.verify_log()
     assert report.ok, report.findings[:5]
+
+
+async def test_a_full_verify_while_writers_append_reports_nothing(chain: ChainLog, uow: UnitOfWork) -> None:
+    await append_all(chain, uow, [make_fact(n) for n in range(300)], batch=50)
+    await chain.checkpoint()
+
+    async def writer() -> None:
+        for n in range(300, 360):
+            await append_all(chain, uow, [make_fact(n)])
+            if n % 20 == 0:
+                await chain.checkpoint()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer)
+            reports = [await chain.verify_log(page_size=16) for _ in range(3)]
+    assert all(r.ok for r in reports), [r.findings for r in reports]
+    assert (await chain.verify_log()).tree_size == 360
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
@@ -250,12 +298,19 @@ async def test_consistency_proofs_between_checkpoints_verify(chain: ChainLog, uo
     proof = await chain.consistency(old.tree_size)  # to the newest checkpoint, signed on demand
     assert (proof.old_size, proof.new_size) == (20, 33) and proof.checkpoint is not None
     assert proof.old_root == old.root_hash and proof.new_root == proof.checkpoint.root_hash
-    verify_consistency(20, 33, [bytes.fromhex(h) for h in proof.proof], bytes.fromhex(old.root_hash),
-                       bytes.fromhex(proof.new_root))
+    verify_consistency(
+        20,
+        33,
+        [bytes.fromhex(h) for h in proof.proof],
+        bytes.fromhex(old.root_hash),
+        bytes.fromhex(proof.new_root),
+    )
     between = await chain.consistency(7, 29)
     assert between.checkpoint is None
     leaves = [make_fact(n).leaf_bytes() for n in range(33)]
-    assert bytes.fromhex(between.new_root) == mth(leaves[:29]) and bytes.fromhex(between.old_root) == mth(leaves[:7])
+    assert bytes.fromhex(between.new_root) == mth(leaves[:29]) and bytes.fromhex(between.old_root) == mth(
+        leaves[:7]
+    )
     verify_consistency(7, 29, [bytes.fromhex(h) for h in between.proof], mth(leaves[:7]), mth(leaves[:29]))
     for old_size, new_size, field in ((0, 5, "old_size"), (6, 5, "old_size"), (5, 34, "new_size")):
         with pytest.raises(InvalidInput) as info:
@@ -268,8 +323,13 @@ async def test_consistency_proofs_between_checkpoints_verify(chain: ChainLog, uo
 
 async def test_query_filters_and_pages_in_log_order(chain: ChainLog, uow: UnitOfWork) -> None:
     facts = [
-        make_fact(n, predicate="completed" if n % 2 else "prompt", source=f"chittyos:{'fortress' if n < 4 else 'standard'}",
-                  subject=f"execution:{n % 3}", evidence_id="ev-1" if n == 5 else None)
+        make_fact(
+            n,
+            predicate="completed" if n % 2 else "prompt",
+            source=f"chittyos:{'fortress' if n < 4 else 'standard'}",
+            subject=f"execution:{n % 3}",
+            evidence_id="ev-1" if n == 5 else None,
+        )
         for n in range(10)
     ]
     await append_all(chain, uow, facts, batch=4)
@@ -290,8 +350,13 @@ async def test_query_filters_and_pages_in_log_order(chain: ChainLog, uow: UnitOf
     record = first.facts[2]
     assert record.fact() == facts[2] and record.leaf_hash == facts[2].leaf_hash.hex()
     assert record.verification_status == "unsigned" and record.created_at.tzinfo is not None
-    for kwargs, field in (({"limit": 0}, "limit"), ({"limit": 501}, "limit"), ({"offset": -1}, "offset"),
-                          ({"subject": ""}, "subject"), ({"since": "yesterday"}, "since")):
+    for kwargs, field in (
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"subject": ""}, "subject"),
+        ({"since": "yesterday"}, "since"),
+    ):
         with pytest.raises(InvalidInput) as info:
             await chain.query(**kwargs)
         assert info.value.field == field
@@ -355,9 +420,16 @@ async def test_a_completed_execution_is_in_the_log_with_its_fact_ids_on_the_row(
     assert (completed.subject, completed.predicate) == (f"execution:{view.execution_id}", "completed")
     assert completed.object == f"sha256:{view.results.output_hash}"
     assert completed.source == "chittyos:standard" and completed.execution_id == view.execution_id
-    assert completed.fact().when == view.completed_at.replace(microsecond=view.completed_at.microsecond // 1000 * 1000)
+    assert completed.fact().when == view.completed_at.replace(
+        microsecond=view.completed_at.microsecond // 1000 * 1000
+    )
     assert [r.predicate for r in records] == ["completed", "prompt", "model", "requested_by", "case"]
-    assert [r.object for r in records[1:]] == [f"sha256:{view.prompt_hash}", "gpt-4o-mini", "user:alice", "C-7"]
+    assert [r.object for r in records[1:]] == [
+        f"sha256:{view.prompt_hash}",
+        "gpt-4o-mini",
+        "user:alice",
+        "C-7",
+    ]
     assert [r.leaf_index for r in records] == [0, 1, 2, 3, 4]
     proof = await chain.inclusion_proof(completed.fact_id)
     verify_tlog_proof(proof.tlog_proof, verifier=LOG_KEY.verifier(), leaf=completed.leaf_bytes())

@@ -61,15 +61,19 @@ async def test_an_edited_fact_field(built: ChainLog, engine: AsyncEngine) -> Non
     report = await built.verify([IDS[12], IDS[13]])
     assert not report.ok and report.facts[0].ok
     assert where(report.facts[1].findings) == {
-        ("fact.id", 13, None, None), ("fact.leaf_hash", 13, None, None), ("fact.inclusion", 13, None, N),
+        ("fact.id", 13, None, None),
+        ("fact.leaf_hash", 13, None, None),
+        ("fact.inclusion", 13, None, N),
     }
     assert report.log_findings == ()
 
     log = await built.verify_log(page_size=16)
     assert where(log.findings) == {
-        ("fact.id", 13, None, None), ("fact.leaf_hash", 13, None, None),
+        ("fact.id", 13, None, None),
+        ("fact.leaf_hash", 13, None, None),
         *ancestors(13, N),
-        ("checkpoint.root", None, None, 20), ("checkpoint.root", None, None, N),
+        ("checkpoint.root", None, None, 20),
+        ("checkpoint.root", None, None, N),
     }
     assert all(f.fact_id == IDS[13] for f in log.findings if f.check.startswith("fact."))
 
@@ -99,14 +103,17 @@ async def test_two_facts_swapped_in_place(built: ChainLog, engine: AsyncEngine) 
     log = await built.verify_log(page_size=16)
     # Leaves 3 and 9 differ from the stored level-0 nodes, and so does every subtree above them.
     assert where(log.findings) == {
-        *ancestors(3, N), *ancestors(9, N), ("checkpoint.root", None, None, 20), ("checkpoint.root", None, None, N),
+        *ancestors(3, N),
+        *ancestors(9, N),
+        ("checkpoint.root", None, None, 20),
+        ("checkpoint.root", None, None, N),
     }
     assert ("node.mismatch", None, (5, 0), None) in where(log.findings) and len(log.findings) == 12
 
 
 async def test_an_altered_subtree_hash(built: ChainLog, engine: AsyncEngine) -> None:
     # (2, 1) covers leaves 4..7; it is a sibling on the proof path of leaves 0..3.
-    await sql(engine, "UPDATE chitty_chain_nodes SET hash = :h WHERE level = 2 AND \"index\" = 1", h=bytes(32))
+    await sql(engine, 'UPDATE chitty_chain_nodes SET hash = :h WHERE level = 2 AND "index" = 1', h=bytes(32))
 
     report = await built.verify([IDS[0], IDS[5], IDS[30]])
     assert ("fact.inclusion", 0, None, N) in where(report.findings)
@@ -120,21 +127,24 @@ async def test_an_altered_subtree_hash(built: ChainLog, engine: AsyncEngine) -> 
 async def test_a_missing_and_an_extra_node(built: ChainLog, engine: AsyncEngine) -> None:
     await sql(
         engine,
-        "DELETE FROM chitty_chain_nodes WHERE level = 1 AND \"index\" = 6",
-        "INSERT INTO chitty_chain_nodes (level, \"index\", hash) VALUES (0, 40, :h), (3, 5, :h)",
+        'DELETE FROM chitty_chain_nodes WHERE level = 1 AND "index" = 6',
+        'INSERT INTO chitty_chain_nodes (level, "index", hash) VALUES (0, 40, :h), (3, 5, :h)',
         h=bytes(32),
     )
     log = await built.verify_log(page_size=16)
     assert where(log.findings) == {
         ("node.missing", None, (1, 6), None),
-        ("node.unexpected", None, (0, 40), None), ("node.unexpected", None, (3, 5), None),
+        ("node.unexpected", None, (0, 40), None),
+        ("node.unexpected", None, (3, 5), None),
     }
 
 
 async def test_a_replaced_checkpoint_note(built: ChainLog, engine: AsyncEngine) -> None:
     forger = NoteSigner(name=LOG_ORIGIN, seed=bytes(range(1, 33)))  # same name, not the log's key
     async with engine.connect() as conn:
-        root = (await conn.execute(text("SELECT root_hash FROM chitty_chain_checkpoints WHERE tree_size = 40"))).scalar_one()
+        root = (
+            await conn.execute(text("SELECT root_hash FROM chitty_chain_checkpoints WHERE tree_size = 40"))
+        ).scalar_one()
     forged = sign_checkpoint(Checkpoint(LOG_ORIGIN, N, bytes(root)), forger)
     await sql(engine, "UPDATE chitty_chain_checkpoints SET note = :note WHERE tree_size = 40", note=forged)
 
@@ -176,15 +186,21 @@ async def test_signing_refuses_a_tree_inconsistent_with_the_last_checkpoint(
 ) -> None:
     # A checkpoint correctly signed by the log key for another history at size 40 (a rewritten log).
     other = sign_checkpoint(Checkpoint(LOG_ORIGIN, N, bytes(range(32))), LOG_KEY)
-    await sql(engine, "UPDATE chitty_chain_checkpoints SET note = :note, root_hash = :root WHERE tree_size = 40",
-              note=other, root=bytes(range(32)))
+    await sql(
+        engine,
+        "UPDATE chitty_chain_checkpoints SET note = :note, root_hash = :root WHERE tree_size = 40",
+        note=other,
+        root=bytes(range(32)),
+    )
     await append_all(built, uow, [make_fact(100)])
     with pytest.raises(IntegrityError, match="not consistent with the checkpoint signed at size 40"):
         await built.checkpoint()
     with pytest.raises(IntegrityError, match="not consistent"):
         await built.inclusion_proof(make_fact(100).fact_id)  # asks for a checkpoint: refused too
     async with uow.read() as session:
-        sizes = (await session.execute(text("SELECT tree_size FROM chitty_chain_checkpoints ORDER BY 1"))).scalars()
+        sizes = (
+            await session.execute(text("SELECT tree_size FROM chitty_chain_checkpoints ORDER BY 1"))
+        ).scalars()
         assert list(sizes) == [20, N]  # nothing was signed
     report = await built.verify([make_fact(100).fact_id, IDS[2]])
     assert ("checkpoint.signing", None, None, None) in where(report.log_findings)
@@ -198,7 +214,7 @@ async def test_a_changed_node_under_the_last_checkpoint_stops_signing(
     built: ChainLog, uow: UnitOfWork, engine: AsyncEngine
 ) -> None:
     # (3, 4) covers leaves 32..39: the consistency proof from 40 to 41 passes through it.
-    await sql(engine, "UPDATE chitty_chain_nodes SET hash = :h WHERE level = 3 AND \"index\" = 4", h=bytes(32))
+    await sql(engine, 'UPDATE chitty_chain_nodes SET hash = :h WHERE level = 3 AND "index" = 4', h=bytes(32))
     await append_all(built, uow, [make_fact(100)])
     with pytest.raises(IntegrityError, match="refusing to sign"):
         await built.checkpoint()
@@ -220,6 +236,24 @@ async def test_corrupted_head_peaks_are_caught_before_anything_is_signed(
         await append_all(built, uow, [make_fact(200)])
 
 
+async def test_a_rewound_head_cannot_fork_the_log(
+    built: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    # The head moved back to size 36 with the right peaks: the next append would branch at 36.
+    async with engine.connect() as conn:
+        peak = (
+            await conn.execute(text('SELECT hash FROM chitty_chain_nodes WHERE level = 5 AND "index" = 0'))
+        ).scalar_one()
+        low = (
+            await conn.execute(text('SELECT hash FROM chitty_chain_nodes WHERE level = 2 AND "index" = 8'))
+        ).scalar_one()
+    await sql(engine, "UPDATE chitty_chain_head SET tree_size = 36, peaks = :p", p=bytes(peak) + bytes(low))
+    with pytest.raises(IntegrityError, match="leaves 36..36 conflicts with stored rows"):
+        await append_all(built, uow, [make_fact(100)])
+    async with uow.read() as session:
+        assert (await session.execute(text("SELECT count(*) FROM chitty_chain_facts"))).scalar_one() == N
+
+
 async def test_stray_rows_beyond_the_head(built: ChainLog, engine: AsyncEngine) -> None:
     stray = make_fact(500)
     await sql(
@@ -229,12 +263,15 @@ async def test_stray_rows_beyond_the_head(built: ChainLog, engine: AsyncEngine) 
         "CURRENT_TIMESTAMP)",
         "INSERT INTO chitty_chain_checkpoints (tree_size, root_hash, note, signed_at) VALUES (99, :h, 'x', "
         "CURRENT_TIMESTAMP)",
-        id=stray.fact_id, h=bytes(32),
+        id=stray.fact_id,
+        h=bytes(32),
     )
     log = await built.verify_log(page_size=16)
     assert where(log.findings) == {
-        ("index.beyond_head", 45, None, None), ("head.size", None, None, None),
-        ("checkpoint.beyond_head", None, None, 99), ("checkpoint.signature", None, None, 99),
+        ("index.beyond_head", 45, None, None),
+        ("head.size", None, None, None),
+        ("checkpoint.beyond_head", None, None, 99),
+        ("checkpoint.signature", None, None, 99),
     }
 
 

@@ -1,8 +1,21 @@
-"""ChittyChain: an append-only Merkle log (RFC 6962/9162) with C2SP signed checkpoints and proofs."""
+"""ChittyChain: an append-only Merkle log (RFC 6962/9162) with C2SP signed checkpoints and proofs.
 
-from chittyos.chain.facts import MAX_LENGTHS, MAX_TIMESTAMP_MS, Fact, canonical_leaf, timestamp_ms
+Pure core: ``merkle`` (hashes, proofs over stored complete subtrees), ``note`` (signed notes,
+checkpoints), ``proof_text`` (tlog-proof@v1), ``facts`` (entries and their leaf bytes). On the
+database: ``ChainLog`` (``log``; queries in ``store``, checks in ``verify``), the log key in the
+data directory (``keys``) and the ``ExecutionCompleted`` handler (``subscriber``).
+"""
+
+from chittyos.chain.facts import (
+    MAX_LENGTHS,
+    MAX_TIMESTAMP_MS,
+    Fact,
+    canonical_leaf,
+    parse_fact_id,
+    timestamp_ms,
+)
 from chittyos.chain.keys import load_or_create_log_key
-from chittyos.chain.log import ChainLog, FactCheck, Progress, parse_fact_id
+from chittyos.chain.log import ChainLog, FactCheck, Progress
 from chittyos.chain.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -35,6 +48,14 @@ from chittyos.chain.note import (
     sign_checkpoint,
     sign_note,
 )
+from chittyos.chain.proof_text import (
+    TLOG_PROOF_HEADER,
+    TlogProof,
+    VerifiedTlogProof,
+    format_tlog_proof,
+    parse_tlog_proof,
+    verify_tlog_proof,
+)
 from chittyos.chain.records import (
     AppendedFact,
     ConsistencyProof,
@@ -48,20 +69,17 @@ from chittyos.chain.records import (
     VerifyReport,
 )
 from chittyos.chain.subscriber import execution_facts, execution_subscriber
-from chittyos.chain.proof_text import (
-    TLOG_PROOF_HEADER,
-    TlogProof,
-    VerifiedTlogProof,
-    format_tlog_proof,
-    parse_tlog_proof,
-    verify_tlog_proof,
-)
 
 __all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
     "MAX_LENGTHS",
     "MAX_TIMESTAMP_MS",
+    "TLOG_PROOF_HEADER",
     "AppendedFact",
     "ChainLog",
+    "Checkpoint",
+    "CompactRange",
     "ConsistencyProof",
     "Fact",
     "FactCheck",
@@ -71,39 +89,33 @@ __all__ = [
     "FactVerification",
     "Finding",
     "LogReport",
-    "Progress",
-    "SignedCheckpoint",
-    "VerifyReport",
-    "canonical_leaf",
-    "execution_facts",
-    "execution_subscriber",
-    "load_or_create_log_key",
-    "parse_fact_id",
-    "timestamp_ms",
-    "EMPTY_ROOT",
-    "HASH_SIZE",
-    "TLOG_PROOF_HEADER",
-    "Checkpoint",
-    "CompactRange",
     "NodeId",
     "NoteSigner",
     "NoteVerifier",
     "OpenedNote",
+    "Progress",
+    "SignedCheckpoint",
     "TlogProof",
     "VerifiedTlogProof",
+    "VerifyReport",
     "append_nodes_needed",
+    "canonical_leaf",
     "consistency_proof",
     "consistency_proof_nodes",
+    "execution_facts",
+    "execution_subscriber",
     "format_tlog_proof",
     "generate_key",
     "inclusion_proof",
     "inclusion_proof_nodes",
     "key_id",
     "leaf_hash",
+    "load_or_create_log_key",
     "node_hash",
     "nodes_completed_by_append",
     "open_checkpoint",
     "open_note",
+    "parse_fact_id",
     "parse_tlog_proof",
     "root_from_consistency_proof",
     "root_from_inclusion_proof",
@@ -111,6 +123,7 @@ __all__ = [
     "root_nodes",
     "sign_checkpoint",
     "sign_note",
+    "timestamp_ms",
     "verify_consistency",
     "verify_inclusion",
     "verify_tlog_proof",

@@ -45,6 +45,7 @@ __all__ = [
     "Fact",
     "canonical_leaf",
     "canonical_leaf_sorted",
+    "parse_fact_id",
     "timestamp_ms",
 ]
 
@@ -63,15 +64,34 @@ MAX_LENGTHS: Mapping[str, int] = {
 }
 """Upper bounds in characters; the database columns are sized to match."""
 
-FACT_FIELDS = ("subject", "predicate", "object", "source", "timestamp", "execution_id", "evidence_id",
-               "signer", "signature")
+FACT_FIELDS = (
+    "subject",
+    "predicate",
+    "object",
+    "source",
+    "timestamp",
+    "execution_id",
+    "evidence_id",
+    "signer",
+    "signature",
+)
 SORTED_FIELDS = tuple(sorted(FACT_FIELDS))
 """JCS member order (UTF-16 code units; the keys are ASCII, so plain sorting agrees)."""
-assert SORTED_FIELDS == ("evidence_id", "execution_id", "object", "predicate", "signature", "signer", "source",
-                         "subject", "timestamp"), "canonical_leaf_sorted spells this order out"
+assert SORTED_FIELDS == (
+    "evidence_id",
+    "execution_id",
+    "object",
+    "predicate",
+    "signature",
+    "signer",
+    "source",
+    "subject",
+    "timestamp",
+), "canonical_leaf_sorted spells this order out"
 _PREFIXES = tuple(f'"{key}":' for key in SORTED_FIELDS)
 _REQUIRED = ("subject", "predicate", "object", "source")
 _OPTIONAL_TEXT = ("execution_id", "evidence_id")
+_FACT_ID = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _ARMOR_BEGIN = "-----BEGIN PGP SIGNATURE-----\n"
 _ARMOR_END = "-----END PGP SIGNATURE-----"
@@ -97,6 +117,25 @@ def canonical_leaf_sorted(values: Sequence[str | int | None]) -> bytes:
     try:  # the four required fields and the timestamp are there: every valid fact
         if timestamp.__class__ is not int:
             raise TypeError("timestamp")
+        if evidence_id is None and signature is None and signer is None:  # most facts: one C format
+            if execution_id is None:
+                text = _PLAIN % (
+                    _encode(obj),
+                    _encode(predicate),
+                    _encode(source),
+                    _encode(subject),
+                    timestamp,
+                )
+            else:
+                text = _WITH_EXECUTION % (
+                    _encode(execution_id),
+                    _encode(obj),
+                    _encode(predicate),
+                    _encode(source),
+                    _encode(subject),
+                    timestamp,
+                )
+            return text.encode("utf-8", "surrogatepass")
         head = "{"
         if evidence_id is not None:
             head += '"evidence_id":' + _encode(evidence_id) + ","
@@ -107,11 +146,23 @@ def canonical_leaf_sorted(values: Sequence[str | int | None]) -> bytes:
             head += '"signature":' + _encode(signature) + ","
         if signer is not None:
             head += '"signer":' + _encode(signer) + ","
-        text = head + '"source":' + _encode(source) + ',"subject":' + _encode(subject) + ',"timestamp":' + str(
-            timestamp) + "}"
+        text = (
+            head
+            + '"source":'
+            + _encode(source)
+            + ',"subject":'
+            + _encode(subject)
+            + ',"timestamp":'
+            + str(timestamp)
+            + "}"
+        )
     except TypeError:
         text = _canonical_any(values)
     return text.encode("utf-8", "surrogatepass")
+
+
+_PLAIN = '{"object":%s,"predicate":%s,"source":%s,"subject":%s,"timestamp":%d}'
+_WITH_EXECUTION = '{"execution_id":%s,"object":%s,"predicate":%s,"source":%s,"subject":%s,"timestamp":%d}'
 
 
 def _canonical_any(values: Sequence[str | int | None]) -> str:
@@ -129,6 +180,13 @@ def _canonical_any(values: Sequence[str | int | None]) -> str:
 
 
 _encode = encode_basestring  # C; raises TypeError for anything but a str
+
+
+def parse_fact_id(value: object, field: str = "fact_id") -> str:
+    """A fact id: 64 lowercase hex digits (upper case is accepted and lowered)."""
+    if not isinstance(value, str) or not _FACT_ID.fullmatch(value.lower()):
+        raise InvalidInput(field, "must be 64 hex digits (the SHA-256 of the fact's leaf bytes)", value)
+    return value.lower()
 
 
 def timestamp_ms(when: datetime) -> int:
@@ -151,8 +209,11 @@ def _check_text(name: str, value: object, *, multiline: bool = False) -> None:
         if ch == "\n" and multiline:
             continue
         if unicodedata.category(ch) in ("Cc", "Cs"):
-            raise InvalidInput(name, "must not contain control characters or lone surrogates",
-                               f"U+{ord(ch):04X} at offset {offset}")
+            raise InvalidInput(
+                name,
+                "must not contain control characters or lone surrogates",
+                f"U+{ord(ch):04X} at offset {offset}",
+            )
 
 
 @dataclass(frozen=True)
@@ -179,20 +240,26 @@ class Fact:
             _check_text(name, getattr(self, name))
         ts = self.timestamp
         if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP_MS:
-            raise InvalidInput("timestamp", f"must be integer epoch milliseconds in [0, {MAX_TIMESTAMP_MS}]", ts)
+            raise InvalidInput(
+                "timestamp", f"must be integer epoch milliseconds in [0, {MAX_TIMESTAMP_MS}]", ts
+            )
         for name in _OPTIONAL_TEXT:
             if getattr(self, name) is not None:
                 _check_text(name, getattr(self, name))
         if self.signer is not None:
             signer = self.signer.upper() if isinstance(self.signer, str) else self.signer
             if not isinstance(signer, str) or not _FINGERPRINT.fullmatch(signer):
-                raise InvalidInput("signer", "must be an OpenPGP fingerprint: 40 or 64 hex digits", self.signer)
+                raise InvalidInput(
+                    "signer", "must be an OpenPGP fingerprint: 40 or 64 hex digits", self.signer
+                )
             object.__setattr__(self, "signer", signer)
         if self.signature is not None:
             _check_text("signature", self.signature, multiline=True)
             text = self.signature.strip("\n")
             if not (text.startswith(_ARMOR_BEGIN) and text.endswith(_ARMOR_END)):
-                raise InvalidInput("signature", "must be an ASCII-armored OpenPGP signature (BEGIN/END PGP SIGNATURE)")
+                raise InvalidInput(
+                    "signature", "must be an ASCII-armored OpenPGP signature (BEGIN/END PGP SIGNATURE)"
+                )
             if self.signer is None:
                 raise InvalidInput("signer", "is required with a signature (the signing key's fingerprint)")
 

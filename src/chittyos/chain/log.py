@@ -31,7 +31,6 @@ fork), ``ConfigurationError`` (the database's log has another origin than the ke
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -45,7 +44,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chittyos.chain import store
-from chittyos.chain.facts import Fact, timestamp_ms
+from chittyos.chain.facts import Fact, parse_fact_id, timestamp_ms
 from chittyos.chain.merkle import (
     HASH_SIZE,
     NodeId,
@@ -71,9 +70,18 @@ from chittyos.chain.records import (
     SignedCheckpoint,
     VerifyReport,
 )
+from chittyos.chain.verify import verify_facts
+from chittyos.chain.verify import verify_log as recompute_log
 from chittyos.db.models import ChainFact, utcnow
 from chittyos.db.uow import UnitOfWork
-from chittyos.errors import ChittyError, ConfigurationError, IntegrityError, InvalidInput, NotFound, ProofRejected
+from chittyos.errors import (
+    ChittyError,
+    ConfigurationError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    ProofRejected,
+)
 
 __all__ = ["ChainLog", "FactCheck", "Progress"]
 
@@ -83,25 +91,6 @@ FactCheck = Callable[[FactRecord], Awaitable[str | None]]
 """An extra per-fact check for ``verify``: None when it holds, else what failed."""
 Progress = Callable[[int, int], Any]
 """``(leaves done, tree size)``; may return an awaitable (MCP progress notifications)."""
-
-_FACT_ID = re.compile(r"[0-9a-f]{64}")
-MAX_VERIFY_FACTS = 10_000
-
-
-def parse_fact_id(value: object, field: str = "fact_id") -> str:
-    """A fact id: 64 lowercase hex digits (upper case is accepted and lowered)."""
-    if not isinstance(value, str) or not _FACT_ID.fullmatch(value.lower()):
-        raise InvalidInput(field, "must be 64 hex digits (the SHA-256 of the fact's leaf bytes)", value)
-    return value.lower()
-
-
-def record_from_row(row: Any) -> FactRecord:
-    """A ``FactRecord`` from a row of ``store.FACT_COLUMNS``."""
-    return FactRecord(
-        fact_id=row[0], leaf_index=row[1], leaf_hash=bytes(row[2]).hex(), subject=row[3], predicate=row[4],
-        object=row[5], source=row[6], timestamp=row[7], execution_id=row[8], evidence_id=row[9],
-        signer=row[10], signature=row[11], verification_status=row[12], created_at=row[13],
-    )
 
 
 class ChainLog:
@@ -177,6 +166,11 @@ class ChainLog:
         existed = set(unique) - {f.fact_id for f in new}
         return [AppendedFact(f.fact_id, placed[f.fact_id], f.fact_id in existed) for f in facts]
 
+    async def append_now(self, facts: Sequence[Fact]) -> list[AppendedFact]:
+        """``append`` in a transaction of its own, committed on return (a standalone tool call)."""
+        async with self._writing() as session:
+            return await self.append(session, facts)
+
     async def _write(
         self, session: AsyncSession, locked: store.LockedHead, new: list[Fact], now: datetime
     ) -> dict[str, int]:
@@ -195,18 +189,33 @@ class ChainLog:
             for level, node_index, value in nodes_completed_by_append(index, fact.leaf_hash, known):
                 known[(level, node_index)] = value
                 node_rows.append((level, node_index, value))
-            fact_rows.append({
-                "id": fact.fact_id, "leaf_index": index, "leaf_hash": fact.leaf_hash, "subject": fact.subject,
-                "predicate": fact.predicate, "object": fact.object, "source": fact.source,
-                "timestamp": fact.timestamp, "execution_id": fact.execution_id, "evidence_id": fact.evidence_id,
-                "signer": fact.signer, "signature": fact.signature,
-                "verification_status": "unverified" if fact.signature else "unsigned",
-            })
+            fact_rows.append(
+                {
+                    "id": fact.fact_id,
+                    "leaf_index": index,
+                    "leaf_hash": fact.leaf_hash,
+                    "subject": fact.subject,
+                    "predicate": fact.predicate,
+                    "object": fact.object,
+                    "source": fact.source,
+                    "timestamp": fact.timestamp,
+                    "execution_id": fact.execution_id,
+                    "evidence_id": fact.evidence_id,
+                    "signer": fact.signer,
+                    "signature": fact.signature,
+                    "verification_status": "unverified" if fact.signature else "unsigned",
+                }
+            )
         size = start + len(new)
         try:
             await store.write_leaves(
-                session, locked, fact_rows, node_rows, tree_size=size,
-                peaks=b"".join(known[node] for node in root_nodes(size)), now=now,
+                session,
+                locked,
+                fact_rows,
+                node_rows,
+                tree_size=size,
+                peaks=b"".join(known[node] for node in root_nodes(size)),
+                now=now,
             )
         except (sa_exc.IntegrityError, psycopg.IntegrityError) as exc:
             raise IntegrityError(
@@ -261,7 +270,7 @@ class ChainLog:
                     raise IntegrityError(
                         f"chain: checkpoint at size {last.tree_size} is beyond the log's size {size}"
                     )
-                return self._signed(last)
+                return self.checkpoint_view(last)
             # 2.
             last_size = 0 if last is None else last.tree_size
             last_root = None if last is None else self.open_checkpoint(last).root_hash
@@ -288,13 +297,13 @@ class ChainLog:
         self._since_signed = 0
         log.info("chain checkpoint signed", tree_size=size, root=root.hex())
         assert stored is not None
-        return self._signed(stored)
+        return self.checkpoint_view(stored)
 
     async def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The newest stored checkpoint (signs nothing); None before the first."""
         async with self.reading() as session:
             rows = await store.latest_checkpoints(session, 1)
-        return self._signed(rows[0]) if rows else None
+        return self.checkpoint_view(rows[0]) if rows else None
 
     async def run_checkpointer(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Sign checkpoints in the background until cancelled: every ``checkpoint_interval_s``
@@ -328,7 +337,8 @@ class ChainLog:
             )
         return checkpoint
 
-    def _signed(self, row: Any) -> SignedCheckpoint:
+    def checkpoint_view(self, row: Any) -> SignedCheckpoint:
+        """A stored checkpoint row ``(tree_size, root_hash, note, signed_at)`` as handed out."""
         return SignedCheckpoint(
             origin=self.origin, tree_size=row[0], root_hash=bytes(row[1]).hex(), note=row[2], signed_at=row[3]
         )
@@ -349,7 +359,7 @@ class ChainLog:
             rows = await store.facts_by_id(session, [key])
         if not rows:
             raise NotFound("fact", key)
-        return record_from_row(rows[0])
+        return store.record_from_row(rows[0])
 
     async def inclusion_proof(self, fact_id: str) -> FactProof:
         """Proof that the fact is in the log, against the newest signed checkpoint (one is signed
@@ -363,17 +373,21 @@ class ChainLog:
             rows = await store.facts_by_id(session, [key])
             if not rows:
                 raise NotFound("fact", key)
-            record = record_from_row(rows[0])
+            record = store.record_from_row(rows[0])
             latest = await store.latest_checkpoints(session, 1)
             covering = latest[0] if latest and latest[0].tree_size > record.leaf_index else None
             if covering is not None:
-                nodes = await store.nodes(session, inclusion_proof_nodes(record.leaf_index, covering.tree_size))
+                nodes = await store.nodes(
+                    session, inclusion_proof_nodes(record.leaf_index, covering.tree_size)
+                )
         if covering is None:
             signed = await self.checkpoint()
             async with self.reading() as session:
                 covering = await store.checkpoint_at(session, signed.tree_size)
                 assert covering is not None
-                nodes = await store.nodes(session, inclusion_proof_nodes(record.leaf_index, covering.tree_size))
+                nodes = await store.nodes(
+                    session, inclusion_proof_nodes(record.leaf_index, covering.tree_size)
+                )
         checkpoint = self.open_checkpoint(covering)
         leaf = record.leaf_bytes()
         leaf_hash = _check_record(record, leaf)
@@ -385,10 +399,13 @@ class ChainLog:
                 f"chain: fact {key} at index {record.leaf_index} is not included in the checkpoint at size "
                 f"{checkpoint.tree_size}: {exc}"
             ) from exc
-        signed_cp = self._signed(covering)
+        signed_cp = self.checkpoint_view(covering)
         text = format_tlog_proof(record.leaf_index, path, signed_cp.note, extra=leaf)
         return FactProof(
-            fact=record, checkpoint=signed_cp, inclusion=tuple(h.hex() for h in path), tlog_proof=text,
+            fact=record,
+            checkpoint=signed_cp,
+            inclusion=tuple(h.hex() for h in path),
+            tlog_proof=text,
             vkey=self.vkey,
         )
 
@@ -416,15 +433,23 @@ class ChainLog:
             proof = consistency_proof(old_size, new_size, nodes)
             verify_consistency(old_size, new_size, proof, old_root, new_root)
         except (InvalidInput, ProofRejected) as exc:
-            raise IntegrityError(f"chain: consistency {old_size} -> {new_size} does not verify: {exc}") from exc
+            raise IntegrityError(
+                f"chain: consistency {old_size} -> {new_size} does not verify: {exc}"
+            ) from exc
         checkpoint = None
         if row is not None:
             if self.open_checkpoint(row).root_hash != new_root:
-                raise IntegrityError(f"chain: the checkpoint at size {new_size} does not match the stored tree")
-            checkpoint = self._signed(row)
+                raise IntegrityError(
+                    f"chain: the checkpoint at size {new_size} does not match the stored tree"
+                )
+            checkpoint = self.checkpoint_view(row)
         return ConsistencyProof(
-            old_size=old_size, new_size=new_size, old_root=old_root.hex(), new_root=new_root.hex(),
-            proof=tuple(h.hex() for h in proof), checkpoint=checkpoint,
+            old_size=old_size,
+            new_size=new_size,
+            old_root=old_root.hex(),
+            new_root=new_root.hex(),
+            proof=tuple(h.hex() for h in proof),
+            checkpoint=checkpoint,
         )
 
     # -- reading ------------------------------------------------------------------------------
@@ -446,13 +471,21 @@ class ChainLog:
         """Facts matching every given filter exactly, in log order. ``since`` / ``until`` bound the
         fact timestamp (inclusive / exclusive; aware datetimes or epoch ms). Raises InvalidInput."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self._page_max:
-            raise InvalidInput("limit", f"must be between 1 and {self._page_max} (CHITTY_PAGE_SIZE_MAX)", limit)
+            raise InvalidInput(
+                "limit", f"must be between 1 and {self._page_max} (CHITTY_PAGE_SIZE_MAX)", limit
+            )
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInput("offset", "must be a non-negative integer", offset)
         columns = ChainFact.__table__.c
         conditions = []
-        for name, value in (("subject", subject), ("predicate", predicate), ("object", object),
-                            ("source", source), ("execution_id", execution_id), ("evidence_id", evidence_id)):
+        for name, value in (
+            ("subject", subject),
+            ("predicate", predicate),
+            ("object", object),
+            ("source", source),
+            ("execution_id", execution_id),
+            ("evidence_id", evidence_id),
+        ):
             if value is not None:
                 if not isinstance(value, str) or not value:
                     raise InvalidInput(name, "must be a non-empty string", value)
@@ -464,32 +497,34 @@ class ChainLog:
         async with self.reading() as session:
             rows = await store.query_facts(session, conditions, limit=limit + 1, offset=offset)
         return FactPage(
-            facts=tuple(record_from_row(r) for r in rows[:limit]), offset=offset, limit=limit,
+            facts=tuple(store.record_from_row(r) for r in rows[:limit]),
+            offset=offset,
+            limit=limit,
             has_more=len(rows) > limit,
         )
 
     # -- verification (verify.py) -------------------------------------------------------------
 
-    async def verify(self, fact_ids: Sequence[str], *, checks: Mapping[str, FactCheck] | None = None) -> VerifyReport:
+    async def verify(
+        self, fact_ids: Sequence[str], *, checks: Mapping[str, FactCheck] | None = None
+    ) -> VerifyReport:
         """Check facts against the newest signed checkpoint; see ``verify.verify_facts``."""
-        from chittyos.chain.verify import verify_facts
-
         return await verify_facts(self, fact_ids, checks=checks or {})
 
     async def verify_log(
         self, progress: Progress | None = None, *, page_size: int = 8192, max_findings: int = 10_000
     ) -> LogReport:
         """Recompute the whole log from its facts; see ``verify.verify_log``."""
-        from chittyos.chain.verify import verify_log
-
-        return await verify_log(self, progress=progress, page_size=page_size, max_findings=max_findings)
+        return await recompute_log(self, progress=progress, page_size=page_size, max_findings=max_findings)
 
 
 def _root(size: int, nodes: Mapping[NodeId, bytes]) -> bytes:
     try:
         return root_hash(size, nodes)
     except InvalidInput as exc:
-        raise IntegrityError(f"chain: the root of size {size} cannot be computed from stored nodes: {exc}") from exc
+        raise IntegrityError(
+            f"chain: the root of size {size} cannot be computed from stored nodes: {exc}"
+        ) from exc
 
 
 def _check_record(record: FactRecord, leaf: bytes) -> bytes:

@@ -7,7 +7,6 @@ verifiers take ``bytes.fromhex(...)``. Times are aware UTC.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -60,9 +59,15 @@ class FactRecord:
     def values(self) -> dict[str, Any]:
         """The fact's fields as stored (including ``None`` ones)."""
         return {
-            "subject": self.subject, "predicate": self.predicate, "object": self.object,
-            "source": self.source, "timestamp": self.timestamp, "execution_id": self.execution_id,
-            "evidence_id": self.evidence_id, "signer": self.signer, "signature": self.signature,
+            "subject": self.subject,
+            "predicate": self.predicate,
+            "object": self.object,
+            "source": self.source,
+            "timestamp": self.timestamp,
+            "execution_id": self.execution_id,
+            "evidence_id": self.evidence_id,
+            "signer": self.signer,
+            "signature": self.signature,
         }
 
     def leaf_bytes(self) -> bytes:
@@ -198,7 +203,7 @@ class LogReport:
     findings: tuple[Finding, ...]
     findings_dropped: int = 0
     seconds: float = 0.0
-    counts: Mapping[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     """Findings per check code (including dropped ones)."""
 
     @property

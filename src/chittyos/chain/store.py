@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, literal, or_, select, text, update
+from sqlalchemy import Row, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chittyos.chain.facts import SORTED_FIELDS
 from chittyos.chain.merkle import NodeId
+from chittyos.chain.records import FactRecord
 from chittyos.db.models import ChainCheckpoint, ChainFact, ChainHead, ChainNode
 
 __all__ = [
@@ -39,25 +39,22 @@ __all__ = [
     "FACT_ROW_COLUMNS",
     "LOG_ID",
     "LockedHead",
-    "SCAN_COLUMNS",
     "checkpoint_at",
     "checkpoints",
-    "count_facts",
     "ensure_head",
     "existing_facts",
     "facts_by_id",
-    "facts_in_range",
     "head",
+    "head_and_count",
     "insert_checkpoint",
     "is_postgres",
     "latest_checkpoints",
     "lock_checkpoints",
     "lock_head",
     "nodes",
-    "nodes_completed_in",
-    "query_facts",
     "nodes_of_level",
-    "scan_facts",
+    "query_facts",
+    "record_from_row",
     "scan_page",
     "stray_facts",
     "stray_nodes",
@@ -73,11 +70,42 @@ NODES = ChainNode.__table__
 HEAD = ChainHead.__table__
 CHECKPOINTS = ChainCheckpoint.__table__
 FACT_COLUMNS = (
-    FACTS.c.id, FACTS.c.leaf_index, FACTS.c.leaf_hash, FACTS.c.subject, FACTS.c.predicate,
-    FACTS.c.object, FACTS.c.source, FACTS.c.timestamp, FACTS.c.execution_id, FACTS.c.evidence_id,
-    FACTS.c.signer, FACTS.c.signature, FACTS.c.verification_status, FACTS.c.created_at,
+    FACTS.c.id,
+    FACTS.c.leaf_index,
+    FACTS.c.leaf_hash,
+    FACTS.c.subject,
+    FACTS.c.predicate,
+    FACTS.c.object,
+    FACTS.c.source,
+    FACTS.c.timestamp,
+    FACTS.c.execution_id,
+    FACTS.c.evidence_id,
+    FACTS.c.signer,
+    FACTS.c.signature,
+    FACTS.c.verification_status,
+    FACTS.c.created_at,
 )
 _IN_CHUNK = 500  # coordinates / ids per IN list
+
+
+def record_from_row(row: Any) -> FactRecord:
+    """A ``FactRecord`` from a row of ``FACT_COLUMNS``."""
+    return FactRecord(
+        fact_id=row[0],
+        leaf_index=row[1],
+        leaf_hash=bytes(row[2]).hex(),
+        subject=row[3],
+        predicate=row[4],
+        object=row[5],
+        source=row[6],
+        timestamp=row[7],
+        execution_id=row[8],
+        evidence_id=row[9],
+        signer=row[10],
+        signature=row[11],
+        verification_status=row[12],
+        created_at=row[13],
+    )
 
 
 def is_postgres(session: AsyncSession) -> bool:
@@ -140,8 +168,21 @@ async def lock_head(session: AsyncSession, fact_ids: Sequence[str]) -> LockedHea
     return LockedHead(row[0], row[1], bytes(row[2]), await existing_facts(session, fact_ids))
 
 
-FACT_ROW_COLUMNS = ("id", "leaf_index", "leaf_hash", "subject", "predicate", "object", "source", "timestamp",
-                    "execution_id", "evidence_id", "signer", "signature", "verification_status")
+FACT_ROW_COLUMNS = (
+    "id",
+    "leaf_index",
+    "leaf_hash",
+    "subject",
+    "predicate",
+    "object",
+    "source",
+    "timestamp",
+    "execution_id",
+    "evidence_id",
+    "signer",
+    "signature",
+    "verification_status",
+)
 """The keys of a fact row for ``write_leaves`` (``leaf_hash`` as bytes)."""
 
 
@@ -161,8 +202,11 @@ async def write_leaves(
     Raises ``sqlalchemy.exc.IntegrityError`` or ``psycopg.IntegrityError`` on a duplicate key."""
     if locked._psycopg is not None:
         # One JSON document per table: one parameter each, which psycopg passes as it is.
-        facts_json = json.dumps([{**row, "leaf_hash": row["leaf_hash"].hex()} for row in fact_rows],
-                                ensure_ascii=False, separators=(",", ":"))
+        facts_json = json.dumps(
+            [{**row, "leaf_hash": row["leaf_hash"].hex()} for row in fact_rows],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
         nodes_json = json.dumps([[lv, ix, h.hex()] for lv, ix, h in node_rows], separators=(",", ":"))
         await locked._psycopg.execute(_PG_WRITE_LEAVES, (now, facts_json, nodes_json, tree_size, peaks, now))
         return
@@ -219,32 +263,9 @@ async def facts_by_id(session: AsyncSession, fact_ids: Sequence[str]) -> list[Ro
     return out
 
 
-async def facts_in_range(session: AsyncSession, begin: int, end: int) -> Sequence[Row[Any]]:
-    """Facts with ``begin <= leaf_index < end``, in index order."""
-    stmt = (
-        select(*FACT_COLUMNS)
-        .where(FACTS.c.leaf_index >= begin, FACTS.c.leaf_index < end)
-        .order_by(FACTS.c.leaf_index)
-    )
-    return (await session.execute(stmt)).all()
-
-
-SCAN_COLUMNS = (FACTS.c.id, FACTS.c.leaf_index, FACTS.c.leaf_hash,
-                *(FACTS.c[name] for name in SORTED_FIELDS))
-"""What a full recompute reads of a fact: id, index, stored leaf hash, then the fields in JCS order."""
-
-
-async def scan_facts(session: AsyncSession, begin: int, end: int) -> Sequence[Row[Any]]:
-    """``SCAN_COLUMNS`` of the facts with ``begin <= leaf_index < end``, in index order."""
-    stmt = (
-        select(*SCAN_COLUMNS)
-        .where(FACTS.c.leaf_index >= begin, FACTS.c.leaf_index < end)
-        .order_by(FACTS.c.leaf_index)
-    )
-    return (await session.execute(stmt)).all()
-
-
-async def scan_page(session: AsyncSession, begin: int, end: int) -> tuple[list[Any], dict[int, tuple[int, int, bytes]]]:
+async def scan_page(
+    session: AsyncSession, begin: int, end: int
+) -> tuple[list[Any], dict[int, tuple[int, int, bytes]]]:
     """What a full recompute reads for leaves ``[begin, end)``, through the driver (no row objects):
 
     * the facts, in index order, as ``SCAN_COLUMNS`` tuples;
@@ -255,24 +276,33 @@ async def scan_page(session: AsyncSession, begin: int, end: int) -> tuple[list[A
     raw = await _driver(session)
     if is_postgres(session):
         rows = await (await raw.execute(_PG_SCAN, (begin, end))).fetchall()
-        cursor = await raw.execute(_PG_NODE_RUNS, ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges]))
+        cursor = await raw.execute(
+            _PG_NODE_RUNS, ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges])
+        )
         runs = {level: (first, count, bytes(blob)) for level, first, count, blob in await cursor.fetchall()}
         return rows, runs
     rows = list(await (await raw.execute(_SQLITE_SCAN, (begin, end))).fetchall())
+    # Concatenated by SQLite: one row per level instead of one per node. group_concat follows the
+    # ordered subquery in practice but does not promise to; a run out of order only sends that
+    # level to the one-by-one comparison (nodes_of_level), it cannot pass a wrong node.
     where = " OR ".join(['(level = ? AND "index" BETWEEN ? AND ?)'] * len(ranges))
     cursor = await raw.execute(
-        f'SELECT level, "index", hash FROM chitty_chain_nodes WHERE {where} ORDER BY level, "index"',
+        "SELECT level, min(\"index\"), count(*), group_concat(hex(hash), '') FROM ("
+        f'SELECT level, "index", hash FROM chitty_chain_nodes WHERE {where} ORDER BY level, "index"'
+        ") GROUP BY level",
         [value for r in ranges for value in r],
     )
-    grouped: dict[int, tuple[int, list[bytes]]] = {}
-    for level, index, value in await cursor.fetchall():
-        grouped.setdefault(level, (index, []))[1].append(value)
-    return rows, {level: (first, len(hashes), b"".join(hashes)) for level, (first, hashes) in grouped.items()}
+    return rows, {
+        level: (first, count, bytes.fromhex(hashes))
+        for level, first, count, hashes in await cursor.fetchall()
+    }
 
 
 async def nodes_of_level(session: AsyncSession, level: int, first: int, last: int) -> dict[int, bytes]:
     """``{index: hash}`` of the stored nodes at ``level`` with ``first <= index <= last``."""
-    stmt = select(NODES.c.index, NODES.c.hash).where(NODES.c.level == level, NODES.c.index.between(first, last))
+    stmt = select(NODES.c.index, NODES.c.hash).where(
+        NODES.c.level == level, NODES.c.index.between(first, last)
+    )
     return {r[0]: bytes(r[1]) for r in await session.execute(stmt)}
 
 
@@ -292,9 +322,11 @@ async def _driver(session: AsyncSession) -> Any:
     return (await connection.get_raw_connection()).driver_connection
 
 
-_SCAN = ("SELECT id, leaf_index, leaf_hash, evidence_id, execution_id, object, predicate, signature, signer, "
-         'source, subject, "timestamp" FROM chitty_chain_facts WHERE leaf_index >= {p} AND leaf_index < {p} '
-         "ORDER BY leaf_index")
+_SCAN = (
+    "SELECT id, leaf_index, leaf_hash, evidence_id, execution_id, object, predicate, signature, signer, "
+    'source, subject, "timestamp" FROM chitty_chain_facts WHERE leaf_index >= {p} AND leaf_index < {p} '
+    "ORDER BY leaf_index"
+)
 _PG_SCAN = _SCAN.format(p="%s")
 _SQLITE_SCAN = _SCAN.format(p="?")
 _PG_NODE_RUNS = """
@@ -308,31 +340,37 @@ SELECT r.level, a.first, a.n, a.hashes
 """
 
 
-async def stray_facts(session: AsyncSession, size: int, limit: int) -> Sequence[Row[Any]]:
-    """``(id, leaf_index)`` of facts at or beyond ``size`` (there should be none)."""
+def _head_size() -> Any:
+    return select(HEAD.c.tree_size).where(HEAD.c.log_id == LOG_ID).scalar_subquery()
+
+
+async def stray_facts(session: AsyncSession, limit: int) -> Sequence[Row[Any]]:
+    """``(id, leaf_index)`` of facts at or beyond the head's size, read with the size in ONE
+    statement (one snapshot: a concurrent append is not mistaken for a stray row)."""
     stmt = (
         select(FACTS.c.id, FACTS.c.leaf_index)
-        .where(FACTS.c.leaf_index >= size)
+        .where(FACTS.c.leaf_index >= func.coalesce(_head_size(), 0))
         .order_by(FACTS.c.leaf_index)
         .limit(limit)
     )
     return (await session.execute(stmt)).all()
 
 
-async def count_facts(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.count()).select_from(FACTS))).scalar_one())
+async def head_and_count(session: AsyncSession) -> tuple[int, bytes, int]:
+    """``(tree_size, peaks, number of fact rows)`` in one statement (one snapshot)."""
+    count = select(func.count()).select_from(FACTS).scalar_subquery()
+    row = (
+        await session.execute(select(HEAD.c.tree_size, HEAD.c.peaks, count).where(HEAD.c.log_id == LOG_ID))
+    ).first()
+    if row is None:
+        return 0, b"", int((await session.execute(select(count))).scalar_one())
+    return row[0], bytes(row[1]), int(row[2])
 
 
 async def query_facts(
     session: AsyncSession, conditions: Iterable[Any], *, limit: int, offset: int
 ) -> Sequence[Row[Any]]:
-    stmt = (
-        select(*FACT_COLUMNS)
-        .where(*conditions)
-        .order_by(FACTS.c.leaf_index)
-        .limit(limit)
-        .offset(offset)
-    )
+    stmt = select(*FACT_COLUMNS).where(*conditions).order_by(FACTS.c.leaf_index).limit(limit).offset(offset)
     return (await session.execute(stmt)).all()
 
 
@@ -340,33 +378,41 @@ async def query_facts(
 
 
 async def nodes(session: AsyncSession, coords: Iterable[NodeId]) -> dict[NodeId, bytes]:
-    """The stored hashes of ``coords``, in one query per 500 (missing ones are left out)."""
+    """The stored hashes of ``coords``, one query per 500 (missing ones are left out).
+
+    Through the driver with fixed SQL on PostgreSQL (arrays) and a plain OR of primary-key lookups
+    on SQLite (which scans the whole table for a row-value IN list): a proof's cost is this query.
+    """
     wanted = list(dict.fromkeys(coords))
     found: dict[NodeId, bytes] = {}
+    if not wanted:
+        return found
+    raw = await _driver(session)
+    postgres = is_postgres(session)
     for chunk in _chunks(wanted):
-        # OR of (level = ? AND index = ?): a primary-key lookup each on both databases (SQLite
-        # scans the whole table for a row-value IN list).
-        stmt = select(NODES.c.level, NODES.c.index, NODES.c.hash).where(
-            or_(*(and_(NODES.c.level == level, NODES.c.index == index) for level, index in chunk))
-        )
-        found.update(((r[0], r[1]), r[2]) for r in await session.execute(stmt))
+        if postgres:
+            cursor = await raw.execute(_PG_NODES, ([c[0] for c in chunk], [c[1] for c in chunk]))
+        else:
+            where = " OR ".join(['(level = ? AND "index" = ?)'] * len(chunk))
+            cursor = await raw.execute(
+                f'SELECT level, "index", hash FROM chitty_chain_nodes WHERE {where}',
+                [value for c in chunk for value in c],
+            )
+        found.update(((level, index), bytes(value)) for level, index, value in await cursor.fetchall())
     return found
 
 
-async def nodes_completed_in(session: AsyncSession, begin: int, end: int) -> dict[NodeId, bytes]:
-    """Every stored node whose last leaf is in ``[begin, end)``: at level l, indices
-    ``begin >> l`` .. ``(end >> l) - 1`` (node (l, j) is completed by leaf ``((j + 1) << l) - 1``)."""
-    ranges = [and_(NODES.c.level == level, NODES.c.index.between(first, last))
-              for level, first, last in _completed_ranges(begin, end)]
-    if not ranges:
-        return {}
-    stmt = select(NODES.c.level, NODES.c.index, NODES.c.hash).where(or_(*ranges))
-    return {(r[0], r[1]): r[2] for r in await session.execute(stmt)}
+_PG_NODES = """
+SELECT n.level, n."index", n.hash
+  FROM unnest(%s::smallint[], %s::bigint[]) AS w(level, idx)
+  JOIN chitty_chain_nodes n ON n.level = w.level AND n."index" = w.idx
+"""
 
 
-async def stray_nodes(session: AsyncSession, size: int, limit: int) -> Sequence[Row[Any]]:
-    """``(level, index)`` of stored nodes that a tree of ``size`` does not have (index >= size >> level)."""
-    bound = literal(size, type_=NODES.c.index.type).op(">>")(NODES.c.level)
+async def stray_nodes(session: AsyncSession, limit: int) -> Sequence[Row[Any]]:
+    """``(level, index)`` of stored nodes a tree of the head's size does not have (index >= size
+    >> level), read with the size in one statement."""
+    bound = func.coalesce(_head_size(), 0).op(">>")(NODES.c.level)
     stmt = (
         select(NODES.c.level, NODES.c.index)
         .where(NODES.c.index >= bound)
@@ -396,13 +442,17 @@ async def latest_checkpoints(session: AsyncSession, n: int) -> Sequence[Row[Any]
 
 
 async def checkpoint_at(session: AsyncSession, size: int) -> Row[Any] | None:
-    stmt = select(CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at)
+    stmt = select(
+        CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at
+    )
     return (await session.execute(stmt.where(CHECKPOINTS.c.tree_size == size))).first()
 
 
 async def checkpoints(session: AsyncSession) -> Sequence[Row[Any]]:
     """Every checkpoint, smallest first: ``(tree_size, root_hash, note, signed_at)``."""
-    stmt = select(CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at)
+    stmt = select(
+        CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at
+    )
     return (await session.execute(stmt.order_by(CHECKPOINTS.c.tree_size))).all()
 
 

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from chittyos.chain import store
-from chittyos.chain.facts import canonical_leaf_sorted
+from chittyos.chain.facts import canonical_leaf_sorted, parse_fact_id
 from chittyos.chain.merkle import (
     EMPTY_ROOT,
     consistency_proof,
@@ -35,8 +36,10 @@ from chittyos.errors import ChittyError, InvalidInput, ProofRejected
 if TYPE_CHECKING:
     from chittyos.chain.log import ChainLog, FactCheck, Progress
 
-__all__ = ["verify_facts", "verify_log"]
+__all__ = ["MAX_VERIFY_FACTS", "verify_facts", "verify_log"]
 
+MAX_VERIFY_FACTS = 10_000
+"""Facts one ``verify`` call checks at most."""
 _ZERO = bytes(32)
 _CHUNK = 256  # leaves hashed between two yields: the next page is read meanwhile, a socket read a turn
 
@@ -54,8 +57,6 @@ async def verify_facts(
     consistency proof from stored nodes takes the previous root to the newest.
     Raises ``InvalidInput`` for malformed ids (none, more than 10000, not 64 hex digits).
     """
-    from chittyos.chain.log import MAX_VERIFY_FACTS, parse_fact_id, record_from_row
-
     if isinstance(fact_ids, str) or not isinstance(fact_ids, Sequence):
         raise InvalidInput("fact_ids", "must be a list of fact ids", type(fact_ids).__name__)
     ids = list(dict.fromkeys(parse_fact_id(f, f"fact_ids[{n}]") for n, f in enumerate(fact_ids)))
@@ -63,14 +64,16 @@ async def verify_facts(
         raise InvalidInput("fact_ids", f"must name between 1 and {MAX_VERIFY_FACTS} facts", len(ids))
     log_findings: list[Finding] = []
     async with chain.reading() as session:
-        records = {r[0]: record_from_row(r) for r in await store.facts_by_id(session, ids)}
+        records = {r[0]: store.record_from_row(r) for r in await store.facts_by_id(session, ids)}
         latest = await store.latest_checkpoints(session, 2)
     highest = max((r.leaf_index for r in records.values()), default=-1)
     if not latest or latest[0].tree_size <= highest:
         try:
             await chain.checkpoint()
         except ChittyError as exc:
-            log_findings.append(Finding("checkpoint.signing", f"no checkpoint covering the facts could be signed: {exc}"))
+            log_findings.append(
+                Finding("checkpoint.signing", f"no checkpoint covering the facts could be signed: {exc}")
+            )
         else:
             async with chain.reading() as session:
                 latest = await store.latest_checkpoints(session, 2)
@@ -94,14 +97,18 @@ async def verify_facts(
     if trusted is not None and earlier is not None and earlier.tree_size:
         try:
             proof = consistency_proof(earlier.tree_size, trusted.tree_size, nodes)
-            verify_consistency(earlier.tree_size, trusted.tree_size, proof, earlier.root_hash, trusted.root_hash)
+            verify_consistency(
+                earlier.tree_size, trusted.tree_size, proof, earlier.root_hash, trusted.root_hash
+            )
         except (InvalidInput, ProofRejected) as exc:
-            log_findings.append(Finding(
-                "checkpoint.consistency",
-                f"checkpoint at size {trusted.tree_size} is not consistent with the one at size "
-                f"{earlier.tree_size} (proof from stored nodes): {exc}",
-                tree_size=trusted.tree_size,
-            ))
+            log_findings.append(
+                Finding(
+                    "checkpoint.consistency",
+                    f"checkpoint at size {trusted.tree_size} is not consistent with the one at size "
+                    f"{earlier.tree_size} (proof from stored nodes): {exc}",
+                    tree_size=trusted.tree_size,
+                )
+            )
 
     results = []
     for fact_id in ids:
@@ -114,27 +121,56 @@ async def verify_facts(
         where = {"fact_id": fact_id, "leaf_index": record.leaf_index}
         leaf = record.leaf_bytes()
         if hashlib.sha256(leaf).hexdigest() != fact_id:
-            found.append(Finding("fact.id", f"fact {fact_id} at index {record.leaf_index}: the stored fields "
-                                 "hash to another id (the row was changed)", **where))
+            found.append(
+                Finding(
+                    "fact.id",
+                    f"fact {fact_id} at index {record.leaf_index}: the stored fields "
+                    "hash to another id (the row was changed)",
+                    **where,
+                )
+            )
         leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
         if leaf_hash.hex() != record.leaf_hash:
-            found.append(Finding("fact.leaf_hash", f"fact {fact_id} at index {record.leaf_index}: stored leaf hash "
-                                 f"{record.leaf_hash} != recomputed {leaf_hash.hex()}", **where))
+            found.append(
+                Finding(
+                    "fact.leaf_hash",
+                    f"fact {fact_id} at index {record.leaf_index}: stored leaf hash "
+                    f"{record.leaf_hash} != recomputed {leaf_hash.hex()}",
+                    **where,
+                )
+            )
         if trusted is None:
-            found.append(Finding("fact.inclusion", f"fact {fact_id}: no trusted checkpoint to check inclusion "
-                                 "against", **where))
+            found.append(
+                Finding(
+                    "fact.inclusion",
+                    f"fact {fact_id}: no trusted checkpoint to check inclusion against",
+                    **where,
+                )
+            )
         elif record.leaf_index >= trusted.tree_size:
-            found.append(Finding("fact.uncovered", f"fact {fact_id} at index {record.leaf_index} is beyond the "
-                                 f"newest checkpoint (size {trusted.tree_size})", tree_size=trusted.tree_size,
-                                 **where))
+            found.append(
+                Finding(
+                    "fact.uncovered",
+                    f"fact {fact_id} at index {record.leaf_index} is beyond the "
+                    f"newest checkpoint (size {trusted.tree_size})",
+                    tree_size=trusted.tree_size,
+                    **where,
+                )
+            )
         else:
             try:
                 path = inclusion_proof(record.leaf_index, trusted.tree_size, nodes)
                 verify_inclusion(leaf_hash, record.leaf_index, trusted.tree_size, path, trusted.root_hash)
             except (InvalidInput, ProofRejected) as exc:
-                found.append(Finding("fact.inclusion", f"fact {fact_id} at index {record.leaf_index} is not "
-                                     f"included in the checkpoint at size {trusted.tree_size}: {exc}",
-                                     tree_size=trusted.tree_size, **where))
+                found.append(
+                    Finding(
+                        "fact.inclusion",
+                        f"fact {fact_id} at index {record.leaf_index} is not "
+                        f"included in the checkpoint at size {trusted.tree_size}: {exc}",
+                        tree_size=trusted.tree_size,
+                        **where,
+                    )
+                )
         for name, check in checks.items():
             try:
                 problem = await check(record)
@@ -144,8 +180,8 @@ async def verify_facts(
                 found.append(Finding(f"check.{name}", problem, **where))
         results.append(FactVerification(fact_id, record, tuple(found)))
     return VerifyReport(
-        checkpoint=chain._signed(newest) if newest is not None else None,
-        previous_checkpoint=chain._signed(previous) if previous is not None else None,
+        checkpoint=chain.checkpoint_view(newest) if newest is not None else None,
+        previous_checkpoint=chain.checkpoint_view(previous) if previous is not None else None,
         facts=tuple(results),
         log_findings=tuple(log_findings),
     )
@@ -160,12 +196,14 @@ def _open(chain: ChainLog, row: Any, findings: list[Finding]) -> Checkpoint | No
         findings.append(Finding("checkpoint.signature", f"checkpoint at size {size}: {exc}", tree_size=size))
         return None
     if checkpoint.tree_size != size or checkpoint.root_hash != root:
-        findings.append(Finding(
-            "checkpoint.note",
-            f"checkpoint at size {size}: the signed note says size {checkpoint.tree_size} root "
-            f"{checkpoint.root_hash.hex()}, the row says root {root.hex()}",
-            tree_size=size,
-        ))
+        findings.append(
+            Finding(
+                "checkpoint.note",
+                f"checkpoint at size {size}: the signed note says size {checkpoint.tree_size} root "
+                f"{checkpoint.root_hash.hex()}, the row says root {root.hex()}",
+                tree_size=size,
+            )
+        )
         return None
     return checkpoint
 
@@ -209,16 +247,21 @@ async def verify_log(
     out = _Findings(max_findings)
     # 1.
     async with chain.reading() as session:
+        stored_checkpoints = await store.checkpoints(session)  # first: the head read next only grew
         head = await store.head(session)
-        stored_checkpoints = await store.checkpoints(session)
-    size, origin, head_peaks = head if head is not None else (0, chain.origin, b"")
+    size, origin, _ = head if head is not None else (0, chain.origin, b"")
     if origin != chain.origin:
         out.add(Finding("head.origin", f"the log's origin is {origin!r}, the log key's is {chain.origin!r}"))
     targets: dict[int, bytes] = {}
     for row in stored_checkpoints:
         if row[0] > size:
-            out.add(Finding("checkpoint.beyond_head", f"checkpoint at size {row[0]} is beyond the log's size "
-                            f"{size}", tree_size=row[0]))
+            out.add(
+                Finding(
+                    "checkpoint.beyond_head",
+                    f"checkpoint at size {row[0]} is beyond the log's size {size}",
+                    tree_size=row[0],
+                )
+            )
         opened: list[Finding] = []
         _open(chain, row, opened)
         for finding in opened:
@@ -234,13 +277,13 @@ async def verify_log(
         async with chain.reading() as session:
             return await store.scan_page(session, begin, end)
 
-    pages = [(begin, min(begin + page_size, size)) for begin in range(0, size, page_size)]
     send, receive = anyio.create_memory_object_stream[tuple[int, int, list[Any], dict[int, Any]]](1)
 
     async def produce() -> None:
         # Reads the next page while this one is hashed (the loop yields every _CHUNK leaves).
         async with send:
-            for begin, end in pages:
+            for begin in range(0, size, page_size):
+                end = min(begin + page_size, size)
                 await send.send((begin, end, *await fetch(begin, end)))
 
     async with anyio.create_task_group() as tg, receive:
@@ -255,7 +298,7 @@ async def verify_log(
                         if row[1] != tree.size:
                             await tree.gap(chain, row[1], runs)
                         tree.slow(row)
-                await anyio.sleep(0)  # other clients, and the next page's query, get a turn
+                await anyio.lowlevel.checkpoint()  # other clients, and the next page's query, get a turn
             if tree.size < end:
                 await tree.gap(chain, end, runs)
             nodes_checked += await _compare_nodes(chain, begin, end, tree.computed, runs, out)
@@ -264,25 +307,42 @@ async def verify_log(
                 result = progress(end, size)
                 if inspect.isawaitable(result):
                     await result
-    # 3.
+    # 3. In one snapshot per statement, against the head as it is NOW: appends that committed
+    #    during the recompute are not strays (the next verify covers them).
     async with chain.reading() as session:
-        stray_facts = await store.stray_facts(session, size, max_findings + 1)
-        stray_nodes = await store.stray_nodes(session, size, max_findings + 1)
-        count = await store.count_facts(session)
-        peak_nodes = await store.nodes(session, root_nodes(size))
+        stray_facts = await store.stray_facts(session, max_findings + 1)
+        stray_nodes = await store.stray_nodes(session, max_findings + 1)
+        now_size, now_peaks, count = await store.head_and_count(session)
+        peak_nodes = await store.nodes(session, root_nodes(now_size))
     for fact_id, index in stray_facts:
-        out.add(Finding("index.beyond_head", f"fact {fact_id} at index {index} is beyond the log's size {size}",
-                        fact_id=fact_id, leaf_index=index))
+        out.add(
+            Finding(
+                "index.beyond_head",
+                f"fact {fact_id} at index {index} is beyond the log's size {now_size}",
+                fact_id=fact_id,
+                leaf_index=index,
+            )
+        )
     for level, index in stray_nodes:
-        out.add(Finding("node.unexpected", f"node (level {level}, index {index}) does not belong to a tree of "
-                        f"size {size}", node=(level, index)))
-    if count != size:
-        out.add(Finding("head.size", f"the head says {size} leaves, the table holds {count} facts"))
-    # The stored nodes were each compared with the recompute above; the head's cached peaks must be them.
-    expected_peaks = b"".join(bytes(peak_nodes.get(node, _ZERO)) for node in root_nodes(size))
-    if head_peaks != expected_peaks:
-        out.add(Finding("head.peaks", f"the head's cached peaks ({len(head_peaks)} bytes) are not the stored root "
-                        f"nodes of a tree of size {size}; appends would compute wrong nodes"))
+        out.add(
+            Finding(
+                "node.unexpected",
+                f"node (level {level}, index {index}) does not belong to a tree of size {now_size}",
+                node=(level, index),
+            )
+        )
+    if count != now_size:
+        out.add(Finding("head.size", f"the head says {now_size} leaves, the table holds {count} facts"))
+    # The head's peaks are a cache of the stored root nodes (each compared with the recompute above).
+    expected_peaks = b"".join(bytes(peak_nodes.get(node, _ZERO)) for node in root_nodes(now_size))
+    if now_peaks != expected_peaks:
+        out.add(
+            Finding(
+                "head.peaks",
+                f"the head's cached peaks ({len(now_peaks)} bytes) are not the stored root "
+                f"nodes of a tree of size {now_size}; appends would compute wrong nodes",
+            )
+        )
     return LogReport(
         origin=origin,
         tree_size=size,
@@ -319,8 +379,13 @@ class _Recompute:
     def check_root(self, at: int, root: bytes) -> None:
         want = self.targets.get(at)
         if want is not None and want != root:
-            self.out.add(Finding("checkpoint.root", f"checkpoint at size {at}: signed root {want.hex()} != "
-                                 f"recomputed root {root.hex()}", tree_size=at))
+            self.out.add(
+                Finding(
+                    "checkpoint.root",
+                    f"checkpoint at size {at}: signed root {want.hex()} != recomputed root {root.hex()}",
+                    tree_size=at,
+                )
+            )
 
     def fast(self, rows: list[Any]) -> bool:
         """Leaves ``size .. size + len(rows) - 1``, no gap. False (nothing done) if a stored field
@@ -331,7 +396,9 @@ class _Recompute:
         except TypeError:
             return False
         hashes = [sha(b"\x00" + leaf).digest() for leaf in leaves]
-        if hashes != [row[2] for row in rows] or [sha(leaf).hexdigest() for leaf in leaves] != [r[0] for r in rows]:
+        if hashes != [row[2] for row in rows] or [sha(leaf).hexdigest() for leaf in leaves] != [
+            r[0] for r in rows
+        ]:
             for row, leaf, leaf_hash in zip(rows, leaves, hashes, strict=True):
                 self._check_fact(row, leaf, leaf_hash)
         peaks, computed, targets, size = self.peaks, self.computed, self.targets, self.size
@@ -357,8 +424,14 @@ class _Recompute:
             leaf = canonical_leaf_sorted(row[3:])
         except TypeError as exc:
             leaf = repr(row[3:]).encode()
-            self.out.add(Finding("fact.id", f"fact {row[0]} at index {row[1]}: a stored field has the wrong type "
-                                 f"({exc})", fact_id=row[0], leaf_index=row[1]))
+            self.out.add(
+                Finding(
+                    "fact.id",
+                    f"fact {row[0]} at index {row[1]}: a stored field has the wrong type ({exc})",
+                    fact_id=row[0],
+                    leaf_index=row[1],
+                )
+            )
         leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
         self._check_fact(row, leaf, leaf_hash)
         self.add(leaf_hash)
@@ -380,8 +453,11 @@ class _Recompute:
     async def gap(self, chain: ChainLog, upto: int, runs: dict[int, tuple[int, int, bytes]]) -> None:
         """Leaves ``size .. upto - 1`` have no fact row: report them, and let the stored leaf
         hashes (level-0 nodes) stand in so that the nodes above are still checked."""
-        self.out.add(Finding("index.gap", f"leaves {self.size}..{upto - 1} are missing (no fact row)",
-                             leaf_index=self.size))
+        self.out.add(
+            Finding(
+                "index.gap", f"leaves {self.size}..{upto - 1} are missing (no fact row)", leaf_index=self.size
+            )
+        )
         begin, end = self._begin, self._end
         first, count, blob = runs.get(0, (begin, 0, b""))
         while self.size < upto:
@@ -396,12 +472,25 @@ class _Recompute:
 
     def _check_fact(self, row: Any, leaf: bytes, leaf_hash: bytes) -> None:
         if leaf_hash != row[2]:
-            self.out.add(Finding("fact.leaf_hash", f"fact {row[0]} at index {row[1]}: stored leaf hash "
-                                 f"{bytes(row[2]).hex()} != recomputed {leaf_hash.hex()}",
-                                 fact_id=row[0], leaf_index=row[1]))
+            self.out.add(
+                Finding(
+                    "fact.leaf_hash",
+                    f"fact {row[0]} at index {row[1]}: stored leaf hash "
+                    f"{bytes(row[2]).hex()} != recomputed {leaf_hash.hex()}",
+                    fact_id=row[0],
+                    leaf_index=row[1],
+                )
+            )
         if hashlib.sha256(leaf).hexdigest() != row[0]:
-            self.out.add(Finding("fact.id", f"fact {row[0]} at index {row[1]}: the stored fields hash to another "
-                                 "id (the row was changed)", fact_id=row[0], leaf_index=row[1]))
+            self.out.add(
+                Finding(
+                    "fact.id",
+                    f"fact {row[0]} at index {row[1]}: the stored fields hash to another "
+                    "id (the row was changed)",
+                    fact_id=row[0],
+                    leaf_index=row[1],
+                )
+            )
 
 
 def _fold(peaks: list[bytes]) -> bytes:
@@ -413,7 +502,11 @@ def _fold(peaks: list[bytes]) -> bytes:
 
 
 async def _compare_nodes(
-    chain: ChainLog, begin: int, end: int, computed: list[list[bytes]], runs: dict[int, tuple[int, int, bytes]],
+    chain: ChainLog,
+    begin: int,
+    end: int,
+    computed: list[list[bytes]],
+    runs: dict[int, tuple[int, int, bytes]],
     out: _Findings,
 ) -> int:
     """Compare the nodes a page completed with the stored ones, a level at a time; one by one only
@@ -431,10 +524,21 @@ async def _compare_nodes(
             for offset, value in enumerate(mine):
                 have = by_index.get(first + offset)
                 if have is None:
-                    out.add(Finding("node.missing", f"node (level {level}, index {first + offset}) is not stored",
-                                    node=(level, first + offset)))
+                    out.add(
+                        Finding(
+                            "node.missing",
+                            f"node (level {level}, index {first + offset}) is not stored",
+                            node=(level, first + offset),
+                        )
+                    )
                 elif have != value:
-                    out.add(Finding("node.mismatch", f"node (level {level}, index {first + offset}): stored "
-                                    f"{have.hex()} != recomputed {value.hex()}", node=(level, first + offset)))
+                    out.add(
+                        Finding(
+                            "node.mismatch",
+                            f"node (level {level}, index {first + offset}): stored "
+                            f"{have.hex()} != recomputed {value.hex()}",
+                            node=(level, first + offset),
+                        )
+                    )
         level += 1
     return checked

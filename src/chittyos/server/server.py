@@ -10,7 +10,7 @@ from mcp_types import SetLevelRequestParams
 
 from chittyos import __version__
 from chittyos.app import App
-from chittyos.server import chat, coordinator, fortress
+from chittyos.server import chain, chat, coordinator, fortress
 from chittyos.server.client_logging import handle_set_level
 
 INSTRUCTIONS = (
@@ -43,4 +43,5 @@ def build_server(app: App) -> MCPServer[App]:
     coordinator.register(mcp)
     chat.register(mcp)
     fortress.register(mcp, app)
+    chain.register(mcp, app)
     return mcp

@@ -1,0 +1,189 @@
+"""What the chain tools do: log a signed assertion, query facts, verify facts with every check.
+
+``ChainService`` combines the log with the OpenPGP signer (assertions are signed by the server
+key) and the checks that reach outside the log (``checks.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from chittyos.chain.checks import FactCheck, cross_reference_check, signature_check
+from chittyos.chain.facts import Fact
+from chittyos.chain.log import ChainLog
+from chittyos.chain.records import AppendedFact, FactPage, Finding, SignedCheckpoint
+from chittyos.db.models import utcnow
+from chittyos.db.uow import UnitOfWork
+from chittyos.errors import ChittyError, InvalidInput
+from chittyos.signing import OpenPGPSigner, Sealer
+
+__all__ = ["ChainService", "FactResult", "VerifiedFacts"]
+
+
+@dataclass(frozen=True)
+class FactResult:
+    """One fact as ``chitty_chain_verify`` reports it."""
+
+    fact_id: str
+    leaf_index: int | None
+    leaf_hash: str | None
+    valid: bool
+    checks: dict[str, bool]
+    """Each check by name: leaf (recomputed), inclusion, signature, cross_reference."""
+    failures: list[str]
+    """What failed, one sentence each, naming the check."""
+    tlog_proof: str | None
+    """C2SP tlog-proof@v1 text against ``checkpoint``, when the fact is included."""
+
+
+@dataclass(frozen=True)
+class VerifiedFacts:
+    all_valid: bool
+    """Computed: true only when every fact passed every check and the log checks passed."""
+    checkpoint: SignedCheckpoint | None
+    previous_checkpoint: SignedCheckpoint | None
+    log_failures: list[str]
+    """The newest checkpoint's signature and its consistency with the previous one."""
+    facts: list[FactResult]
+    vkey: str
+    """The log's note verifier key (name+keyid+base64), to check the proofs offline."""
+
+
+def _finding_text(f: Finding) -> str:
+    where = (
+        f" (fact {f.fact_id}"
+        + (f", index {f.leaf_index}" if f.leaf_index is not None else "")
+        + ")"
+        if f.fact_id
+        else (f" (checkpoint at size {f.tree_size})" if f.tree_size is not None else "")
+    )
+    return f"{f.check}: {f.message}{where}"
+
+
+_CHECK_OF = {
+    "fact.id": "leaf",
+    "fact.leaf_hash": "leaf",
+    "fact.missing": "leaf",
+    "fact.inclusion": "inclusion",
+    "fact.uncovered": "inclusion",
+    "check.signature": "signature",
+    "check.cross_reference": "cross_reference",
+}
+
+
+class ChainService:
+    def __init__(
+        self,
+        *,
+        chain: ChainLog,
+        signer: OpenPGPSigner,
+        uow: UnitOfWork,
+        sealer: Sealer,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.log = chain
+        self._signer = signer
+        self._signature_check = signature_check(signer)
+        self._cross_reference = cross_reference_check(uow=uow, sealer=sealer)
+        self._clock = clock
+
+    async def sign_fact(self, fact: Fact) -> Fact:
+        """``fact`` with ``signer`` (the server key's fingerprint) and a detached signature over
+        its signing bytes."""
+        named = dataclasses.replace(fact, signer=self._signer.fingerprint)
+        signature = await self._signer.sign_async(named.signing_bytes())
+        return dataclasses.replace(named, signature=signature)
+
+    async def assert_fact(self, *, subject: str, predicate: str, object: str, source: str) -> tuple[Fact, AppendedFact]:
+        """Log one assertion, signed by the server key, in a transaction of its own.
+
+        Raises ``InvalidInput`` naming the field. Logging the same statement twice in the same
+        millisecond returns the first place (``existed``)."""
+        fact = Fact.at(self._clock(), subject=subject, predicate=predicate, object=object, source=source)
+        signed = await self.sign_fact(fact)
+        (placed,) = await self.log.append_now([signed])
+        return signed, placed
+
+    async def query(
+        self,
+        *,
+        subject: str | None,
+        predicate: str | None,
+        object: str | None,
+        source: str | None,
+        start_time: int | None,
+        end_time: int | None,
+        verified_only: bool,
+        limit: int,
+        offset: int,
+    ) -> FactPage:
+        """Facts matching every filter, in log order; ``start_time``/``end_time`` are epoch ms
+        (inclusive / exclusive). ``verified_only`` keeps, of this page, the facts that carry an
+        OpenPGP signature which verifies now (checked with gpg, not read from a flag). Raises
+        ``InvalidInput``."""
+        for name, value in (("start_time", start_time), ("end_time", end_time)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise InvalidInput(name, "must be epoch milliseconds (a non-negative integer)", value)
+        if start_time is not None and end_time is not None and end_time < start_time:
+            raise InvalidInput("end_time", "must not be before start_time", end_time)
+        page = await self.log.query(
+            subject=subject,
+            predicate=predicate,
+            object=object,
+            source=source,
+            since=start_time,
+            until=end_time,
+            limit=limit,
+            offset=offset,
+        )
+        if verified_only:
+            kept = [f for f in page.facts if f.signature is not None and await self._signature_check(f) is None]
+            page = dataclasses.replace(page, facts=tuple(kept))
+        return page
+
+    async def verify(
+        self, fact_ids: Sequence[str], *, verify_signatures: bool = True, cross_reference: bool = True
+    ) -> VerifiedFacts:
+        """Every check of DESIGN.md for each fact, plus the log's checkpoint checks.
+
+        Raises ``InvalidInput`` for malformed ids (none, too many, not 64 hex digits).
+        """
+        checks: dict[str, FactCheck] = {}
+        if verify_signatures:
+            checks["signature"] = self._signature_check
+        if cross_reference:
+            checks["cross_reference"] = self._cross_reference
+        report = await self.log.verify(fact_ids, checks=checks)
+        results = []
+        for item in report.facts:
+            names = ["leaf", "inclusion", *checks]
+            failed = {_CHECK_OF.get(f.check, f.check) for f in item.findings}
+            proof = None
+            if item.record is not None and "inclusion" not in failed and "leaf" not in failed:
+                try:
+                    proof = (await self.log.inclusion_proof(item.fact_id)).tlog_proof
+                except ChittyError:
+                    proof = None
+            results.append(
+                FactResult(
+                    fact_id=item.fact_id,
+                    leaf_index=item.record.leaf_index if item.record else None,
+                    leaf_hash=item.record.leaf_hash if item.record else None,
+                    valid=item.ok,
+                    checks={name: name not in failed for name in names},
+                    failures=[_finding_text(f) for f in item.findings],
+                    tlog_proof=proof,
+                )
+            )
+        return VerifiedFacts(
+            all_valid=report.ok,
+            checkpoint=report.checkpoint,
+            previous_checkpoint=report.previous_checkpoint,
+            log_failures=[_finding_text(f) for f in report.log_findings],
+            facts=results,
+            vkey=self.log.vkey,
+        )
+

@@ -1,0 +1,109 @@
+"""ChittyChain through a real MCP client: assertions, queries, verification that can fail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text, update
+
+from chittyos.app import open_app
+from chittyos.chain import NoteVerifier, open_checkpoint, verify_tlog_proof
+from chittyos.db.models import SecureExecution
+from tests.openai_server import OpenAIServer
+from tests.server.conftest import Connect
+from tests.server.test_tools import payload
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_an_assertion_is_logged_signed_queried_and_verified_offline(connect: Connect) -> None:
+    async with connect() as client:
+        logged = payload(
+            await client.call_tool(
+                "fortress_log_assertion",
+                {"subject": "contract:42", "predicate": "signed_by", "object": "ACME Corp", "source": "paralegal:ann"},
+            )
+        )
+        assert logged["status"] == "logged" and len(logged["fact_id"]) == 64 and logged["signer"]
+        found = payload(await client.call_tool("chitty_chain_query", {"subject": "contract:42"}))
+        assert found["count"] == 1 and found["facts"][0]["fact_id"] == logged["fact_id"]
+        assert found["facts"][0]["signed"] is True
+        only_verified = payload(
+            await client.call_tool("chitty_chain_query", {"subject": "contract:42", "verified_only": True})
+        )
+        assert only_verified["count"] == 1
+        report = payload(await client.call_tool("chitty_chain_verify", {"fact_ids": [logged["fact_id"]]}))
+        vkey = (await client.read_resource("chittyos://chain/vkey")).contents[0].text
+        note = (await client.read_resource("chittyos://chain/checkpoint")).contents[0].text
+
+    assert report["all_valid"] is True, report
+    (fact,) = report["facts"]
+    assert fact["checks"] == {"leaf": True, "inclusion": True, "signature": True, "cross_reference": True}
+    assert fact["leaf_index"] == logged["leaf_index"] and fact["failures"] == []
+    # Offline, with nothing but the published verifier key: the proof and the checkpoint check out.
+    verifier = NoteVerifier.from_vkey(vkey)
+    assert report["vkey"] == vkey
+    verified = verify_tlog_proof(fact["tlog_proof"], verifier=verifier, leaf_hash=bytes.fromhex(fact["leaf_hash"]))
+    assert verified.index == fact["leaf_index"]
+    assert open_checkpoint(note, verifier).tree_size >= 1
+
+
+async def test_executions_log_facts_and_tampering_is_reported_by_check_and_fact(
+    connect: Connect, make_settings: Any, openai_server: OpenAIServer
+) -> None:
+    async with connect() as client:
+        body = payload(await client.call_tool("chitty_secure_ai_execute", {"prompt": "p", "user_id": "u"}))
+        facts = body["chain_facts"]
+        clean = payload(await client.call_tool("chitty_chain_verify", {"fact_ids": facts}))
+        assert clean["all_valid"] is True, clean
+
+        # Someone rewrites the stored answer (sealed properly, with the real key): the log
+        # still says what the answer was.
+        async with open_app(make_settings()) as app:
+            forged = app.sealer.seal(
+                "a different answer", table="secure_executions", column="chatgpt_response", row_id=_uuid(body)
+            )
+            async with app.uow.begin() as session:
+                await session.execute(
+                    update(SecureExecution).where(SecureExecution.id == _uuid(body)).values(chatgpt_response=forged)
+                )
+        after = payload(await client.call_tool("chitty_chain_verify", {"fact_ids": facts}))
+        assert after["all_valid"] is False
+        completed = next(f for f in after["facts"] if f["checks"]["cross_reference"] is False)
+        assert completed["fact_id"] == facts[0]
+        assert any("cross_reference" in failure and body["execution_id"] in failure for failure in completed["failures"])
+
+        # Someone edits a stored fact: its leaf no longer hashes to its id.
+        async with open_app(make_settings()) as app:
+            async with app.uow.begin() as session:
+                await session.execute(
+                    text("UPDATE chitty_chain_facts SET object = 'user:mallory' WHERE id = :id"), {"id": facts[3]}
+                )
+        edited = payload(await client.call_tool("chitty_chain_verify", {"fact_ids": [facts[3]]}))
+    assert edited["all_valid"] is False
+    assert edited["facts"][0]["checks"]["leaf"] is False and edited["facts"][0]["failures"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "named"),
+    [
+        ("chitty_chain_verify", {"fact_ids": []}, "fact_ids"),
+        ("chitty_chain_verify", {"fact_ids": ["nothex"]}, "fact_ids[0]"),
+        ("fortress_log_assertion", {"subject": "", "predicate": "p", "object": "o", "source": "s"}, "subject"),
+        ("fortress_log_assertion", {"subject": "s", "predicate": "p\n", "object": "o", "source": "s"}, "predicate"),
+        ("chitty_chain_query", {"start_time": 10, "end_time": 5}, "end_time"),
+        ("chitty_chain_query", {"limit": 0}, "limit"),
+    ],
+)
+async def test_bad_chain_arguments_name_the_field(connect: Connect, tool: str, arguments: dict[str, Any], named: str) -> None:
+    async with connect() as client:
+        result = await client.call_tool(tool, arguments)
+    assert result.is_error is True
+    assert named in result.content[0].text
+
+
+def _uuid(body: dict[str, Any]) -> Any:
+    import uuid
+
+    return uuid.UUID(body["execution_id"])
