@@ -50,7 +50,10 @@ def postgres_server_url() -> Iterator[str]:
         return
     if shutil.which("docker"):
         try:
-            from testcontainers.postgres import PostgresContainer
+            try:
+                from testcontainers.community.postgres import PostgresContainer
+            except ImportError:  # testcontainers < 4.15
+                from testcontainers.postgres import PostgresContainer
 
             with PostgresContainer("postgres:16-alpine", driver=None) as pg:
                 yield pg.get_connection_url()

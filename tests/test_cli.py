@@ -109,3 +109,43 @@ def test_serve_on_a_postgres_schema_that_is_behind_says_to_upgrade(
         assert chittyos("db", "upgrade", env=env).returncode == 0
     finally:
         drop_database(postgres_server_url, name)
+
+
+def test_chain_commands_prove_verify_and_name_a_tampered_index(
+    settings: Settings, openai_server: OpenAIServer
+) -> None:
+    env = settings_env(settings)
+    done = chittyos("exec", "log me", env=env)
+    assert done.returncode == 0, done.stderr
+    fact_id = json.loads(done.stdout)["chain_facts"][0]
+
+    checkpoint = chittyos("chain", "checkpoint", env=env)
+    assert checkpoint.returncode == 0, checkpoint.stderr
+    assert checkpoint.stdout.startswith(settings.chitty_log_origin + "\n")
+
+    proof = chittyos("chain", "proof", fact_id, env=env)
+    assert proof.returncode == 0, proof.stderr
+    assert proof.stdout.startswith("c2sp.org/tlog-proof@v1\n")
+
+    clean = chittyos("chain", "verify", "--quiet", env=env)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.strip().endswith("OK")
+
+    import sqlite3
+
+    if settings.database_url.startswith("sqlite"):
+        with sqlite3.connect(settings.database_url.removeprefix("sqlite:///")) as db:
+            db.execute("UPDATE chitty_chain_facts SET object = 'sha256:' || substr(object, 8) || '' WHERE leaf_index = 2")
+            db.execute("UPDATE chitty_chain_facts SET subject = 'execution:forged' WHERE leaf_index = 1")
+    else:
+        import psycopg
+
+        with psycopg.connect(settings.database_url) as db:
+            db.execute("UPDATE chitty_chain_facts SET subject = 'execution:forged' WHERE leaf_index = 1")
+    broken = chittyos("chain", "verify", "--quiet", env=env)
+    assert broken.returncode == 1
+    assert "MISMATCH" in broken.stdout and "index 1" in broken.stdout
+    assert broken.stdout.strip().endswith("FAILED")
+
+    missing = chittyos("chain", "proof", "0" * 64, env=env)
+    assert missing.returncode == 2 and "not found" in missing.stderr

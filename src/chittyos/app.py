@@ -106,8 +106,12 @@ def sealed_columns() -> dict[Table, tuple[str, ...]]:
 
 
 @asynccontextmanager
-async def open_app(settings: Settings) -> AsyncIterator[App]:
+async def open_app(settings: Settings, *, background: bool = False) -> AsyncIterator[App]:
     """Start every part; dispose of them on exit.
+
+    ``background`` runs the long-lived tasks of a server (the checkpoint signer) beside the
+    caller; one-shot users (CLI commands, tests) leave it off, and checkpoints are then signed
+    when a proof asks for one.
 
     Raises ``SchemaBehind`` when a PostgreSQL schema is older than this version (SQLite, the
     embedded default, is migrated in place).
@@ -138,13 +142,16 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
             provider=app.providers.configured or "mcp-sampling (client) only",
             chain_origin=app.chain.log.origin,
         )
-        async with anyio.create_task_group() as background:
-            # Checkpoints are signed lazily, off the append path (DESIGN.md, ChittyChain).
-            await background.start(app.chain.log.run_checkpointer)
-            try:
-                yield app
-            finally:
-                background.cancel_scope.cancel()
+        if not background:
+            yield app
+        else:
+            async with anyio.create_task_group() as tasks:
+                # Checkpoints are signed lazily, off the append path (DESIGN.md, ChittyChain).
+                await tasks.start(app.chain.log.run_checkpointer)
+                try:
+                    yield app
+                finally:
+                    tasks.cancel_scope.cancel()
     finally:
         if openai is not None:
             await openai.aclose()

@@ -30,6 +30,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(help="Signing and encryption keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+chain_app = typer.Typer(help="ChittyChain: verify the log, prove a fact, sign a checkpoint.", no_args_is_help=True)
+app.add_typer(chain_app, name="chain")
 budget_app = typer.Typer(help="Spending limits per user (and model), in USD.", no_args_is_help=True)
 app.add_typer(budget_app, name="budget")
 
@@ -85,7 +87,7 @@ async def _serve_stdio(settings: Settings) -> None:
     from chittyos.app import open_app
     from chittyos.server import build_server
 
-    async with open_app(settings) as opened:
+    async with open_app(settings, background=True) as opened:
         await build_server(opened).run_stdio_async()
 
 
@@ -172,6 +174,7 @@ def claude_config() -> None:
 @keys_app.command("init")
 def keys_init() -> None:
     """Create (or load) the signing and encryption keys in the data directory; print what is in use."""
+    from chittyos.chain import load_or_create_log_key
     from chittyos.signing import kill_agent, open_sealer, open_signer
 
     settings = _settings()
@@ -179,10 +182,12 @@ def keys_init() -> None:
     try:
         signer = open_signer(settings)
         sealing = open_sealer(settings)
+        log_key = load_or_create_log_key(settings.chitty_data_dir, settings.chitty_log_origin)
     except ChittyError as exc:
         raise _fail(exc) from None
     kill_agent(signer.gnupghome)
     typer.echo(f"openpgp signing key   {signer.fingerprint}")
+    typer.echo(f"chain verifier key    {log_key.verifier().to_vkey()}")
     created = " (created now: back it up)" if sealing.created else ""
     typer.echo(f"encryption key id     {sealing.sealer.keyring.active_key_id} from {sealing.key_source}{created}")
 
@@ -286,6 +291,79 @@ def _with_app(settings: Settings, work: Any) -> Any:
         return anyio.run(run)
     except ChittyError as exc:
         raise _fail(exc) from None
+
+
+@chain_app.command("verify")
+def chain_verify(
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Recompute the whole log from its facts (streaming); exit 1 naming every mismatch."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    settings = _settings()
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=quiet,
+        transient=True,
+    )
+
+    async def run(opened: Any) -> Any:
+        task = bar.add_task("verifying leaves", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        with bar:
+            return await opened.chain.log.verify_log(progress)
+
+    report = _with_app(settings, run)
+    for finding in report.findings:
+        where = ", ".join(
+            part
+            for part in (
+                f"index {finding.leaf_index}" if finding.leaf_index is not None else "",
+                f"fact {finding.fact_id}" if finding.fact_id else "",
+                f"node {finding.node}" if finding.node is not None else "",
+                f"checkpoint at size {finding.tree_size}" if finding.tree_size is not None else "",
+            )
+            if part
+        )
+        typer.echo(f"MISMATCH {finding.check} [{where}]: {finding.message}")
+    if report.findings_dropped:
+        typer.echo(f"... and {report.findings_dropped} more mismatches")
+    typer.echo(
+        f"{report.origin}: {report.leaves_checked} leaves, {report.nodes_checked} stored nodes, "
+        f"{report.checkpoints_checked} checkpoints checked in {report.seconds:.2f} s; root {report.root}; "
+        + ("OK" if report.ok else "FAILED")
+    )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@chain_app.command("proof")
+def chain_proof(fact_id: Annotated[str, typer.Argument(help="The fact id (64 hex digits).")]) -> None:
+    """Print the C2SP tlog-proof of one fact against the newest signed checkpoint."""
+    settings = _settings()
+
+    async def run(opened: Any) -> Any:
+        return await opened.chain.log.inclusion_proof(fact_id)
+
+    proof = _with_app(settings, run)
+    typer.echo(proof.tlog_proof, nl=False)
+
+
+@chain_app.command("checkpoint")
+def chain_checkpoint() -> None:
+    """Sign a checkpoint of the log now (if it grew) and print the signed note."""
+    settings = _settings()
+
+    async def run(opened: Any) -> Any:
+        return await opened.chain.log.checkpoint()
+
+    typer.echo(_with_app(settings, run).note, nl=False)
 
 
 def _budget_json(view: Any) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from chittyos.chain import (
     CompactRange,
     Fact,
     NoteSigner,
-    execution_subscriber,
     open_checkpoint,
     verify_consistency,
     verify_inclusion,
@@ -28,7 +27,6 @@ from chittyos.chain.proof_text import parse_tlog_proof
 from chittyos.db import UnitOfWork
 from chittyos.db.models import ChainCheckpoint, ChainFact, ChainNode, SecureExecution
 from chittyos.errors import ConfigurationError, InvalidInput, NotFound
-from chittyos.events import ExecutionCompleted
 from chittyos.execution import ExecutionFailedError, ExecutionRequest
 from tests.chain.conftest import LOG_KEY, LOG_ORIGIN, append_all, make_fact
 
@@ -408,8 +406,7 @@ async def test_verify_runs_extra_checks_per_fact(chain: ChainLog, uow: UnitOfWor
 
 
 async def test_a_completed_execution_is_in_the_log_with_its_fact_ids_on_the_row(app: App) -> None:
-    chain = ChainLog(uow=app.uow, signer=LOG_KEY)
-    app.bus.subscribe(ExecutionCompleted, execution_subscriber(chain))
+    chain = app.chain.log  # app.py wires the subscriber
     view = await app.executions.execute(
         ExecutionRequest(prompt="Summarise the lease", user_id="alice", case_id="C-7")
     )
@@ -432,7 +429,7 @@ async def test_a_completed_execution_is_in_the_log_with_its_fact_ids_on_the_row(
     ]
     assert [r.leaf_index for r in records] == [0, 1, 2, 3, 4]
     proof = await chain.inclusion_proof(completed.fact_id)
-    verify_tlog_proof(proof.tlog_proof, verifier=LOG_KEY.verifier(), leaf=completed.leaf_bytes())
+    verify_tlog_proof(proof.tlog_proof, verifier=chain.verifier, leaf=completed.leaf_bytes())
     assert parse_tlog_proof(proof.tlog_proof).index == 0
 
 
@@ -441,8 +438,6 @@ async def test_a_failing_append_rolls_the_completion_back(app: App) -> None:
     other = ChainLog(uow=app.uow, signer=NoteSigner(name="other.example/chain", seed=bytes(32)))
     async with app.uow.begin() as session:
         await other.append(session, [make_fact(1)])
-    chain = ChainLog(uow=app.uow, signer=LOG_KEY)
-    app.bus.subscribe(ExecutionCompleted, execution_subscriber(chain))
     with pytest.raises(ExecutionFailedError) as caught:
         await app.executions.execute(ExecutionRequest(prompt="hello", user_id="bob"))
     assert "CHITTY_LOG_ORIGIN" in caught.value.reason

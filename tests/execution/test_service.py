@@ -161,3 +161,14 @@ async def test_parallel_executions_each_land_once(app: App, openai_server: OpenA
             select(func.count()).select_from(SecureExecution).where(SecureExecution.status == "completed")
         )
     assert completed == 20
+
+
+async def test_a_cancelled_execution_is_marked_failed_and_holds_no_lock(app: App, openai_server: OpenAIServer) -> None:
+    openai_server.enqueue(Slow(3.0))
+    with anyio.move_on_after(0.5):
+        await app.executions.execute(ExecutionRequest(prompt="slow one", user_id="u"))
+    (row,) = await rows(app)
+    assert row.status == "failed" and row.error_message == "cancelled by the client"
+    with anyio.fail_after(10):  # a leaked transaction would keep the database locked
+        view = await app.executions.execute(ExecutionRequest(prompt="next", user_id="u"))
+    assert view.status == "completed"

@@ -163,5 +163,5 @@ async def _app_scope(settings: Settings, app: App | None) -> AsyncIterator[App]:
     if app is not None:
         yield app
         return
-    async with open_app(settings) as opened:
+    async with open_app(settings, background=True) as opened:
         yield opened
