@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import psycopg
 import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy.engine import make_url
 
 from chittyos.app import App, open_app
 from chittyos.config import Settings, load_settings
 from chittyos.db.migrate import upgrade
 from tests.openai_server import OpenAIServer
+from tests.server.conftest import API_TOKEN, running_http, settings_env
 
 TEST_API_KEY = "sk-test-0123456789abcdef"
 REPO = Path(__file__).resolve().parents[1]
@@ -171,3 +178,35 @@ def settings(make_settings: Any) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[App]:
     async with open_app(settings) as opened:
         yield opened
+
+
+# -- the real MCP client, over stdio and Streamable HTTP ---------------------------------------
+
+
+@pytest.fixture(params=["stdio", "http"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def connect(transport: str, make_settings: Any) -> Any:
+    """``async with connect(**setting_overrides, client_kwargs=...) as client``."""
+
+    @asynccontextmanager
+    async def open_client(client_kwargs: dict[str, Any] | None = None, **overrides: Any) -> AsyncIterator[Client]:
+        kwargs = dict(client_kwargs or {})
+        if transport == "stdio":
+            settings = make_settings(**overrides)
+            params = StdioServerParameters(
+                command=sys.executable, args=["-m", "chittyos", "serve"], env=settings_env(settings)
+            )
+            async with Client(params, **kwargs) as client:
+                yield client
+            return
+        settings = make_settings(chitty_api_tokens=API_TOKEN, **overrides)
+        async with running_http(settings) as base:
+            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
+            async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http), **kwargs) as client:
+                yield client
+
+    return open_client

@@ -7,23 +7,17 @@ operator does for a proxy in front of a paid API.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import httpx2
 import pytest
-from mcp import Client
-from mcp.client.stdio import StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import select
 
 from chittyos.analytics import UsageAnalytics
-from chittyos.app import App, open_app
+from chittyos.app import App
 from chittyos.chat import (
     BudgetService,
     ChatSealer,
@@ -38,12 +32,11 @@ from chittyos.config import Settings
 from chittyos.db import create_engine, make_session_factory
 from chittyos.db.models import UsageRecord
 from chittyos.llm import ChatMessage
-from tests.server.conftest import API_TOKEN, running_http, settings_env
+from tests.server.conftest import Connect  # noqa: F401  (re-exported for the chat tests)
 
 OPENAI_V1 = "https://api.openai.com/v1"
 MTOK = Decimal(1_000_000)
 
-Connect = Callable[..., AbstractAsyncContextManager[Client]]
 
 
 class Clock:
@@ -134,7 +127,9 @@ async def usage_rows_at(url: str) -> list[UsageRecord]:
 
 
 @pytest.fixture
-def chat_settings(make_settings: Any) -> Callable[..., Settings]:
+def make_settings(make_settings: Any) -> Callable[..., Settings]:
+    """The root ``make_settings``, priced as OpenAI's API (the loopback server stands in for it)."""
+
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {"chitty_pricing_base_url": OPENAI_V1}
         values.update(overrides)
@@ -144,9 +139,8 @@ def chat_settings(make_settings: Any) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def app(chat_settings: Callable[..., Settings]) -> AsyncIterator[App]:
-    async with open_app(chat_settings()) as opened:
-        yield opened
+def chat_settings(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    return make_settings
 
 
 @pytest.fixture
@@ -158,49 +152,3 @@ def clock() -> Clock:
 def parts(app: App, clock: Clock) -> Parts:
     return build_parts(app, clock)
 
-
-# -- the MCP client, over stdio and Streamable HTTP ------------------------------------------------
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = settings_env(settings)
-    if settings.chitty_pricing_base_url:
-        env["CHITTY_PRICING_BASE_URL"] = settings.chitty_pricing_base_url
-    if settings.chitty_prices_file is not None:
-        env["CHITTY_PRICES_FILE"] = str(settings.chitty_prices_file)
-    env["CHITTY_RATE_LIMIT_PER_MINUTE"] = str(settings.chitty_rate_limit_per_minute)
-    return env
-
-
-@pytest.fixture(params=["stdio", "http"])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def connect(transport: str, chat_settings: Callable[..., Settings]) -> Connect:
-    """``async with connect(**setting_overrides, client_kwargs=...) as client``."""
-
-    @asynccontextmanager
-    async def open_client(
-        client_kwargs: dict[str, Any] | None = None, **overrides: Any
-    ) -> AsyncIterator[Client]:
-        kwargs = dict(client_kwargs or {})
-        if transport == "stdio":
-            settings = chat_settings(**overrides)
-            params = StdioServerParameters(
-                command=sys.executable, args=["-m", "chittyos", "serve"], env=_env(settings)
-            )
-            async with Client(params, **kwargs) as client:
-                yield client
-            return
-        settings = chat_settings(chitty_api_tokens=API_TOKEN, **overrides)
-        async with running_http(settings) as base:
-            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
-            async with (
-                http,
-                Client(streamable_http_client(f"{base}/mcp", http_client=http), **kwargs) as client,
-            ):
-                yield client
-
-    return open_client

@@ -1,21 +1,21 @@
-"""Drive the real server through the real ``mcp`` client, over stdio (a subprocess) and HTTP."""
+"""Helpers to drive the real server: the HTTP server on a free port, a subprocess's environment.
+
+The ``transport`` and ``connect`` fixtures built on them live in the root conftest, so every
+test folder can run one body over stdio and Streamable HTTP."""
 
 from __future__ import annotations
 
 import os
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
-import httpx2
-import pytest
 import uvicorn
 from mcp import Client
-from mcp.client.stdio import StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
+
+from pydantic import SecretStr
 
 from chittyos.config import Settings
 from chittyos.server.http import create_http_app
@@ -32,21 +32,26 @@ def free_port() -> int:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a subprocess needs to rebuild ``settings``."""
+    """The environment a subprocess needs to rebuild ``settings``: every setting, by its name."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHITTY_", "OPENAI_", "PGP_"))}
-    env.update(
-        CHITTY_DATA_DIR=str(settings.chitty_data_dir),
-        CHITTY_DATABASE_URL=settings.database_url,
-        CHITTY_MODEL_TIMEOUT_S=str(settings.chitty_model_timeout_s),
-        CHITTY_MODEL_MAX_RETRIES=str(settings.chitty_model_max_retries),
-        CHITTY_MAX_PROMPT_CHARS=str(settings.chitty_max_prompt_chars),
-        CHITTY_LOG_LEVEL="WARNING",
-    )
-    if settings.openai_base_url:
-        env["OPENAI_BASE_URL"] = settings.openai_base_url
-    if settings.openai_api_key is not None:
-        env["OPENAI_API_KEY"] = settings.openai_api_key.get_secret_value()
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        env[name.upper()] = _env_text(value)
+    env["CHITTY_DATABASE_URL"] = settings.database_url
+    env["CHITTY_LOG_LEVEL"] = "WARNING"
     return env
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(_env_text(v) for v in value)
+    return str(value)
 
 
 @asynccontextmanager
@@ -66,32 +71,3 @@ async def running_http(settings: Settings) -> AsyncIterator[str]:
             yield f"http://127.0.0.1:{port}"
         finally:
             server.should_exit = True
-
-
-@pytest.fixture(params=["stdio", "http"])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def connect(transport: str, make_settings: Any) -> Connect:
-    """``async with connect(**setting_overrides, client_kwargs=...) as client``."""
-
-    @asynccontextmanager
-    async def open_client(client_kwargs: dict[str, Any] | None = None, **overrides: Any) -> AsyncIterator[Client]:
-        kwargs = dict(client_kwargs or {})
-        if transport == "stdio":
-            settings = make_settings(**overrides)
-            params = StdioServerParameters(
-                command=sys.executable, args=["-m", "chittyos", "serve"], env=settings_env(settings)
-            )
-            async with Client(params, **kwargs) as client:
-                yield client
-            return
-        settings = make_settings(chitty_api_tokens=API_TOKEN, **overrides)
-        async with running_http(settings) as base:
-            http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=30)
-            async with http, Client(streamable_http_client(f"{base}/mcp", http_client=http), **kwargs) as client:
-                yield client
-
-    return open_client
