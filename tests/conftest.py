@@ -33,7 +33,6 @@ from tests.server.conftest import API_TOKEN, running_http, settings_env
 
 TEST_API_KEY = "sk-test-0123456789abcdef"
 REPO = Path(__file__).resolve().parents[1]
-SHARED_TESTDATA = REPO.parent / "shared" / "testdata"
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,7 @@ async def open_app(settings: Settings, *, background: bool = False) -> AsyncIter
             load_or_create_log_key, settings.chitty_data_dir, settings.chitty_log_origin
         )
         app = _wire(settings, engine, openai, signer, sealing.sealer, log_key)
+        await app.executions.fail_abandoned(older_than_s=settings.chitty_execution_stale_s)
         log.info(
             "chittyos ready",
             version=__version__,

@@ -25,6 +25,9 @@ app = typer.Typer(
     help="ChittyOS: AI runs you can prove, contain and account for, as an MCP server.",
     no_args_is_help=True,
     add_completion=False,
+    # Locals in tracebacks would print prompts and keys; main() turns the unexpected into one line.
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -97,7 +100,14 @@ def _serve_http(settings: Settings, host: str, port: int) -> None:
     from chittyos.server.http import create_http_app
 
     starlette = create_http_app(settings, host=host)
-    uvicorn.run(starlette, host=host, port=port, log_level=settings.chitty_log_level.lower(), access_log=False)
+    uvicorn.run(
+        starlette,
+        host=host,
+        port=port,
+        log_level=settings.chitty_log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=settings.chitty_shutdown_grace_s,
+    )
 
 
 @db_app.command("upgrade")
@@ -381,4 +391,18 @@ def _budget_json(view: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    app()
+    """The console script. Anything unexpected (an unreachable database, a full disk) ends in one
+    line on stderr and exit 1; the traceback only with CHITTY_LOG_LEVEL=DEBUG."""
+    import logging
+    import os
+
+    try:
+        app()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if os.environ.get("CHITTY_LOG_LEVEL", "").upper() == "DEBUG":
+            logging.getLogger("chittyos").exception("unexpected failure")
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        typer.echo(f"chittyos: {type(exc).__name__}: {first}", err=True)
+        raise SystemExit(1) from None

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     chitty_max_prompt_chars: int = Field(default=100_000, ge=1, le=10_000_000)
     chitty_max_content_chars: int = Field(default=10_000_000, ge=1, le=1_000_000_000)
     """Longest content accepted for signature checks."""
+    chitty_execution_stale_s: float = Field(default=900.0, gt=0, le=30 * 24 * 3600)
+    """At start-up, executions still pending/executing after this many seconds are marked failed
+    (their process died). Keep it above the longest run: timeout x (retries + 1)."""
+    chitty_shutdown_grace_s: float = Field(default=10.0, ge=0, le=3600)
+    """Seconds `serve --http` waits for running calls on shutdown before cancelling them (each
+    cancelled execution is marked failed)."""
     chitty_max_concurrent_executions: int = Field(default=16, ge=1, le=10_000)
     chitty_page_size_max: int = Field(default=500, ge=1, le=100_000)
 

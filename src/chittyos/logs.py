@@ -17,16 +17,24 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(numeric)
     # Third-party request logs would print URLs and headers at INFO; keep them quiet.
-    for noisy in ("httpx", "httpx2", "openai", "uvicorn.access"):
+    # alembic narrates every migration step; python-gnupg warns on every failed verify (which is
+    # an answer, not an incident).
+    for noisy in ("httpx", "httpx2", "openai", "uvicorn.access", "alembic", "gnupg"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    logging.getLogger("gnupg").setLevel(max(numeric, logging.ERROR))
+    # Tracebacks without local variables: locals hold prompts and answers, which are sealed at
+    # rest and must not reappear in plain text in a log.
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *([structlog.processors.format_exc_info] if json else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -1,8 +1,9 @@
 """Shared data for the chain tests: the RFC 6962 / C2SP reference vectors, loaded once; and a
 ChainLog on a migrated database (SQLite and PostgreSQL through the shared ``database_url``).
 
-The file lives beside the repository (``../shared/testdata``), in CI as on a workstation. A missing
-file is a collection error, never a skip.
+The vectors are the project's shared reference file (``../shared/testdata``). A copy lives in
+``tests/data`` so that a clone on its own can run the suite; when the shared file is beside the
+repository (CI, a workstation) the two must be byte-identical, so the copy never drifts.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chittyos.chain import ChainLog, Fact, NoteSigner
 from chittyos.db import UnitOfWork, create_engine, is_sqlite, make_session_factory, upgrade
 
-VECTORS_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "testdata" / "rfc6962_vectors.json"
+REPO = Path(__file__).resolve().parents[2]
+SHARED_VECTORS = REPO.parent / "shared" / "testdata" / "rfc6962_vectors.json"
+VECTORS_PATH = REPO / "tests" / "data" / "rfc6962_vectors.json"
 VECTORS: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 
 

@@ -470,3 +470,11 @@ def test_streaming_yields_every_complete_node_once_and_the_root_after_each_leaf(
         assert cr.root() == ref_mth(ENTRIES[: i + 1])
     assert seen == {c: v for c, v in ALL_NODES.items() if (c[1] + 1) << c[0] <= 130}
     assert len(seen) == 2 * 130 - bin(130).count("1")
+
+
+def test_the_vendored_vectors_are_the_shared_ones() -> None:
+    from tests.chain.conftest import SHARED_VECTORS, VECTORS_PATH
+
+    if SHARED_VECTORS.exists():  # beside the repository in CI and on workstations
+        assert VECTORS_PATH.read_bytes() == SHARED_VECTORS.read_bytes()
+    assert VECTORS_PATH.stat().st_size > 100_000

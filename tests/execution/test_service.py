@@ -7,14 +7,14 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from chittyos.app import App, open_app
 from chittyos.db.models import SecureExecution
 from chittyos.errors import ConfigurationError, InvalidInput, NotFound, TierNotAvailable
 from chittyos.events import ExecutionCompleted
 from chittyos.execution import ExecutionFailedError, ExecutionRequest
-from tests.openai_server import OpenAIServer, Slow, server_error
+from tests.openai_server import OpenAIServer, Reply, Slow, server_error
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +172,33 @@ async def test_a_cancelled_execution_is_marked_failed_and_holds_no_lock(app: App
     with anyio.fail_after(10):  # a leaked transaction would keep the database locked
         view = await app.executions.execute(ExecutionRequest(prompt="next", user_id="u"))
     assert view.status == "completed"
+
+
+async def test_an_upstream_reporting_impossible_usage_fails_the_execution_not_the_caller(
+    app: App, openai_server: OpenAIServer
+) -> None:
+    openai_server.enqueue(Reply(usage=(5, 3, 9)))  # more cached tokens than prompt tokens
+    with pytest.raises(ExecutionFailedError) as caught:
+        await app.executions.execute(ExecutionRequest(prompt="p", user_id="u"))
+    assert "malformed" in caught.value.reason and "cached_tokens" in caught.value.reason
+    (row,) = await rows(app)
+    assert row.status == "failed"
+
+
+async def test_executions_left_running_by_a_dead_process_are_failed_at_start_up(
+    make_settings: Any, openai_server: OpenAIServer
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    settings = make_settings(chitty_execution_stale_s=60)
+    async with open_app(settings) as app:
+        view = await app.executions.execute(ExecutionRequest(prompt="p", user_id="u"))
+        async with app.uow.begin() as session:  # as a killed process leaves it
+            await session.execute(
+                update(SecureExecution).values(
+                    status="executing", completed_at=None, created_at=datetime.now(UTC) - timedelta(minutes=5)
+                )
+            )
+    async with open_app(settings) as app:
+        again = await app.executions.status(view.execution_id)
+    assert again.status == "failed" and "abandoned" in (again.error_message or "")

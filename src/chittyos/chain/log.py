@@ -474,8 +474,8 @@ class ChainLog:
             raise InvalidInput(
                 "limit", f"must be between 1 and {self._page_max} (CHITTY_PAGE_SIZE_MAX)", limit
             )
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInput("offset", "must be a non-negative integer", offset)
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= 2**31 - 1:
+            raise InvalidInput("offset", "must be an integer from 0 to 2147483647", offset)
         columns = ChainFact.__table__.c
         conditions = []
         for name, value in (

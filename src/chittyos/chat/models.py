@@ -70,8 +70,13 @@ def parse_uuid(field: str, value: object) -> uuid.UUID:
         raise InvalidInput(field, "must be a UUID", value) from None
 
 
+MAX_USD = Decimal(100_000_000)
+"""The largest amount accepted: SQLite keeps money as 64-bit integer units of 1e-10 USD."""
+
+
 def parse_money(field: str, value: object, *, required: bool = False) -> Decimal | None:
-    """A non-negative, finite amount of USD (Decimal, int, or a decimal string)."""
+    """A non-negative, finite amount of USD (Decimal, int, or a decimal string), at most
+    ``MAX_USD``. Raises ``InvalidInput`` naming ``field``."""
     if value is None:
         if required:
             raise InvalidInput(field, "is required")
@@ -81,10 +86,12 @@ def parse_money(field: str, value: object, *, required: bool = False) -> Decimal
         raise InvalidInput(field, rule, value)
     try:
         amount = Decimal(str(value)) if isinstance(value, float | int | str) else value
-    except InvalidOperation:
+    except (InvalidOperation, ValueError):
         raise InvalidInput(field, rule, value) from None
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
         raise InvalidInput(field, rule, value)
+    if amount > MAX_USD:
+        raise InvalidInput(field, f"must be at most {MAX_USD} USD", value)
     return to_money(amount)
 
 

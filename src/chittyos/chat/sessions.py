@@ -29,6 +29,8 @@ from chittyos.errors import InvalidInput, NotFound
 __all__ = ["SessionService"]
 
 MAX_TOKENS_USED = 100_000_000
+MAX_OFFSET = 2**31 - 1
+"""Beyond any real page, and within every database's OFFSET range."""
 
 
 class SessionService:
@@ -96,8 +98,8 @@ class SessionService:
             raise InvalidInput(
                 "limit", f"must be an integer between 1 and {self._page_max} (CHITTY_PAGE_SIZE_MAX)", limit
             )
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInput("offset", "must be an integer of 0 or more", offset)
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInput("offset", f"must be an integer from 0 to {MAX_OFFSET}", offset)
         if status is not None and status not in SESSION_STATUSES:
             raise InvalidInput("status", f"must be one of {', '.join(SESSION_STATUSES)}", status)
         where = [ChatSession.user_id == user_id]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import anyio
@@ -205,6 +205,26 @@ class ExecutionService:
             reason = f"internal error ({type(exc).__name__}); see the server log"
         await self._fail(execution_id, request, reason, calls)
         raise ExecutionFailedError(str(execution_id), reason)
+
+    async def fail_abandoned(self, *, older_than_s: float) -> int:
+        """Mark ``pending``/``executing`` rows created more than ``older_than_s`` seconds ago as
+        failed: their process stopped (killed, crashed) before it could finish or fail them.
+        Returns how many. Called at start-up; the age keeps live runs of other replicas safe."""
+        cutoff = self._clock() - timedelta(seconds=older_than_s)
+        async with self._uow.begin() as session:
+            result = await session.execute(
+                update(SecureExecution)
+                .where(SecureExecution.status.in_(("pending", "executing")), SecureExecution.created_at < cutoff)
+                .values(
+                    status="failed",
+                    completed_at=self._clock(),
+                    error_message="abandoned: the server stopped before the execution finished",
+                )
+            )
+        count = int(getattr(result, "rowcount", 0) or 0)
+        if count:
+            log.warning("marked abandoned executions failed", count=count, older_than_s=older_than_s)
+        return count
 
     async def status(self, execution_id: str) -> ExecutionView:
         """The current view of one execution. Raises ``InvalidInput`` / ``NotFound``."""

@@ -162,21 +162,36 @@ class OpenAIProvider:
             response = await self._client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
             raise self._convert(exc) from _cause(exc)
+        except (ValueError, TypeError, AttributeError) as exc:  # a body the SDK could not parse
+            raise self._malformed(exc) from None
         latency_ms = (time.perf_counter() - started) * 1000
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise ProviderError(
                 f"{self.name}: the answer from {self._host} held no choices (expected a chat completion)",
                 provider=self.name,
             )
-        choice = response.choices[0]
-        return Completion(
-            text=choice.message.content or "",
-            model=response.model or request.model,
+        try:
+            choice = response.choices[0]
+            text = choice.message.content or ""
+            if not isinstance(text, str):
+                raise TypeError("message.content is not text")
+            return Completion(
+                text=text,
+                model=response.model if isinstance(response.model, str) and response.model else request.model,
+                provider=self.name,
+                usage=_usage(response.usage),
+                request_id=response._request_id or response.id or None,
+                finish_reason=choice.finish_reason,
+                latency_ms=latency_ms,
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise self._malformed(exc) from None
+
+    def _malformed(self, exc: Exception) -> ProviderError:
+        reason = str(exc) if isinstance(exc, ValueError) and str(exc).startswith("usage.") else type(exc).__name__
+        return ProviderError(
+            f"{self.name}: {self._host} answered with a malformed chat completion ({reason})",
             provider=self.name,
-            usage=_usage(response.usage),
-            request_id=response._request_id or response.id or None,
-            finish_reason=choice.finish_reason,
-            latency_ms=latency_ms,
         )
 
     async def stream(self, request: CompletionRequest, on_delta: DeltaCallback) -> Completion:
@@ -197,6 +212,8 @@ class OpenAIProvider:
             )
         except openai.OpenAIError as exc:
             raise self._convert(exc) from _cause(exc)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise self._malformed(exc) from None
 
         request_id: str | None = stream.response.headers.get("x-request-id")
         model = request.model
@@ -231,6 +248,13 @@ class OpenAIProvider:
                         finish_reason = choice.finish_reason or finish_reason
                     if chunk.usage is not None:
                         usage = _usage(chunk.usage)
+        except (ValueError, TypeError, AttributeError) as exc:  # a chunk the SDK could not parse
+            raise StreamInterrupted(
+                f"{self.name}: the stream from {self._host} broke off after "
+                f"{_count(len(parts), 'text delta')} ({self._malformed(exc)})",
+                provider=self.name,
+                partial=partial(),
+            ) from None
         except openai.OpenAIError as exc:
             got, why = _count(len(parts), "text delta"), self._stream_reason(exc)
             raise StreamInterrupted(
@@ -333,14 +357,23 @@ class OpenAIProvider:
 
 
 def _usage(usage: CompletionUsage | None) -> TokenUsage | None:
+    """The usage the upstream reported, checked: token counts are non-negative integers and the
+    cached part is within the prompt. Raises ``ValueError`` naming the bad count (the caller
+    turns it into a ``ProviderError``: the upstream is at fault, not the caller)."""
     if usage is None:
         return None
     details = usage.prompt_tokens_details
-    return TokenUsage(
-        prompt_tokens=usage.prompt_tokens or 0,
-        completion_tokens=usage.completion_tokens or 0,
-        cached_tokens=(details.cached_tokens or 0) if details is not None else 0,
-    )
+    counts = {
+        "prompt_tokens": usage.prompt_tokens or 0,
+        "completion_tokens": usage.completion_tokens or 0,
+        "cached_tokens": (details.cached_tokens or 0) if details is not None else 0,
+    }
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+            raise ValueError(f"usage.{name} is not a token count ({value!r:.40})")
+    if counts["cached_tokens"] > counts["prompt_tokens"]:
+        raise ValueError("usage.cached_tokens exceeds usage.prompt_tokens")
+    return TokenUsage(**counts)
 
 
 def _attempts(exc: openai.OpenAIError) -> int:

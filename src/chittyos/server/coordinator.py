@@ -27,10 +27,10 @@ def register(mcp: MCPServer[App]) -> None:
         label: str | None = None,
         create_evidence: bool = False,
     ) -> ExecutionView:
-        """Run a prompt at a security tier and record it.
+        """Run a prompt at a security tier and record it (hashed, sealed at rest, logged to ChittyChain).
 
-        standard: one direct model call. fortress: sandboxed, output hashed and OpenPGP-signed.
-        verified: fortress plus a signature check and an independent standard run, compared.
+        standard: one direct model call. fortress and verified (sandboxed, signed, compared) are
+        not available on this server yet and answer with an error naming the tier.
         Returns the execution (execution_id, status, results.chatgpt_response, verification).
         """
         app = ctx.request_context.lifespan_context
