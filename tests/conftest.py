@@ -54,7 +54,9 @@ def postgres_server_url() -> Iterator[str]:
     if url:
         yield url
         return
-    if shutil.which("docker"):
+    # Only where an engine answers: the docker client alone (as on this machine kind) would
+    # open a socket to nothing and leak it.
+    if shutil.which("docker") and (os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")):
         try:
             try:
                 from testcontainers.community.postgres import PostgresContainer
@@ -67,7 +69,7 @@ def postgres_server_url() -> Iterator[str]:
         except Exception as exc:  # no engine behind the docker client
             reason = f"testcontainers could not start PostgreSQL ({type(exc).__name__}: {exc})"
     else:
-        reason = "no CHITTY_TEST_DATABASE_URL and no docker for testcontainers"
+        reason = "no CHITTY_TEST_DATABASE_URL and no Docker engine for testcontainers"
     if _require_postgres():
         pytest.fail(f"PostgreSQL is required (CHITTY_REQUIRE_POSTGRES=1) but missing: {reason}")
     pytest.skip(f"PostgreSQL not available: {reason}")

@@ -107,3 +107,24 @@ def _uuid(body: dict[str, Any]) -> Any:
     import uuid
 
     return uuid.UUID(body["execution_id"])
+
+
+async def test_rewriting_who_asked_is_caught_by_the_cross_reference(
+    connect: Connect, make_settings: Any, openai_server: OpenAIServer
+) -> None:
+    async with connect() as client:
+        body = payload(
+            await client.call_tool("chitty_secure_ai_execute", {"prompt": "p", "user_id": "u1", "case_id": "K-1"})
+        )
+        async with open_app(make_settings()) as app:
+            async with app.uow.begin() as session:
+                await session.execute(
+                    update(SecureExecution)
+                    .where(SecureExecution.id == _uuid(body))
+                    .values(user_id="mallory", case_id="K-2")
+                )
+        report = payload(await client.call_tool("chitty_chain_verify", {"fact_ids": body["chain_facts"]}))
+    assert report["all_valid"] is False
+    failed = [f for f in report["facts"] if not f["checks"]["cross_reference"]]
+    assert len(failed) == 2  # requested_by and case
+    assert any("mallory" in text for f in failed for text in f["failures"])

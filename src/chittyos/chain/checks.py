@@ -43,7 +43,8 @@ def cross_reference_check(*, uow: UnitOfWork, sealer: Sealer) -> FactCheck:
 
     ``completed`` facts: the row exists, is completed, and the SHA-256 of its output (unsealed
     and hashed again, not a stored hash) is the fact's object; ``prompt`` facts: likewise the
-    prompt, which must also match the row's ``prompt_hash``. Evidence records are not built yet, so a fact naming one cannot be checked.
+    prompt, which must also match the row's ``prompt_hash``; ``requested_by``, ``case`` and
+    ``model`` facts: the row's user, case and answering model. Evidence records are not built yet, so a fact naming one cannot be checked.
     """
 
     async def check(record: FactRecord) -> str | None:
@@ -73,6 +74,13 @@ def cross_reference_check(*, uow: UnitOfWork, sealer: Sealer) -> FactCheck:
                 actual = "sha256:" + hashlib.sha256(output).hexdigest()
                 if actual != record.object:
                     return f"execution {record.execution_id} output hashes to {actual}, the fact says {record.object}"
+            elif record.predicate == "requested_by" and record.object != f"user:{row.user_id}":
+                return f"execution {record.execution_id} names user:{row.user_id}, the fact says {record.object}"
+            elif record.predicate == "case" and record.object != row.case_id:
+                return f"execution {record.execution_id} names case {row.case_id!r}, the fact says {record.object!r}"
+            elif record.predicate == "model" and record.object != (row.metadata_ or {}).get("answered_model"):
+                answered = (row.metadata_ or {}).get("answered_model")
+                return f"execution {record.execution_id} was answered by {answered!r}, the fact says {record.object!r}"
             elif record.predicate == "prompt":
                 try:
                     prompt = sealer.open(row.prompt, table="secure_executions", column="prompt", row_id=row.id)

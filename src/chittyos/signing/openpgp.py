@@ -32,6 +32,8 @@ or an error message.
 
 from __future__ import annotations
 
+import time
+
 import contextlib
 import fcntl
 import functools
@@ -61,6 +63,9 @@ __all__ = [
     "short_gnupghome",
     "verify_detached",
 ]
+
+_SIGN_RETRY_PAUSES_S = (0.05, 0.2, 0.5)
+"""Pauses between attempts to sign when gpg fails (agent contention); then one last try."""
 
 log = structlog.get_logger("chittyos.signing")
 
@@ -192,6 +197,18 @@ class OpenPGPSigner:
         return signature
 
     def _try_sign(self, payload: bytes) -> tuple[str | None, str]:
+        # Several processes on one data directory (a server and `chittyos exec`, or many stdio
+        # servers) share one gpg-agent; while it starts or is busy, gpg can fail a signature it
+        # makes a moment later. A few short retries separate that from a key that cannot sign.
+        problem = ""
+        for pause in _SIGN_RETRY_PAUSES_S:
+            signature, problem = self._sign_once(payload)
+            if signature is not None:
+                return signature, ""
+            time.sleep(pause)
+        return self._sign_once(payload)
+
+    def _sign_once(self, payload: bytes) -> tuple[str | None, str]:
         result = self._gpg.sign(
             payload,
             detach=True,
