@@ -45,6 +45,38 @@ def model_server_process() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def backends(postgres: str | None) -> tuple[str, ...]:
+    return ("sqlite", "postgres") if postgres else ("sqlite",)
+
+
+@contextmanager
+def bench_database(backend: str, postgres: str | None) -> Iterator[str]:
+    """A fresh database for one run: a SQLite file in a temporary directory, or a new migrated
+    PostgreSQL database on the server of ``postgres``; removed afterwards. Yields its URL."""
+    import shutil
+    import tempfile
+    import uuid
+
+    from chittyos.db import upgrade
+    from tests.conftest import create_database, drop_database
+
+    if backend == "sqlite":
+        directory = Path(tempfile.mkdtemp(prefix="cbs", dir="/tmp"))
+        try:
+            yield f"sqlite:///{directory / 'bench.db'}"
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return
+    assert postgres is not None
+    name = f"chitty_bench_{uuid.uuid4().hex[:8]}"
+    url = create_database(postgres, name)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        drop_database(postgres, name)
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))

@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 import openai
 import psycopg
-from _common import model_server_process, print_table, summary, timed, write_json
+from _common import backends, bench_database, model_server_process, print_table, summary, timed, write_json
 from tests.conftest import _libpq, create_database, drop_database
 
 from chittyos.app import open_app
@@ -232,21 +232,9 @@ async def measure_analytics(postgres: str, rows: int, runs: int) -> dict[str, An
 async def main(n: int, rows: int, runs: int, postgres: str | None) -> None:
     overhead = []
     with model_server_process() as server:
-        sqlite_dir = Path(tempfile.mkdtemp(prefix="cbs", dir="/tmp"))
-        try:
-            overhead.append(
-                await measure_overhead("sqlite", f"sqlite:///{sqlite_dir / 'bench.db'}", server, n)
-            )
-        finally:
-            shutil.rmtree(sqlite_dir, ignore_errors=True)
-        if postgres:
-            name = f"chitty_bench_{uuid.uuid4().hex[:8]}"
-            url = create_database(postgres, name)
-            upgrade(url)
-            try:
-                overhead.append(await measure_overhead("postgres", url, server, n))
-            finally:
-                drop_database(postgres, name)
+        for backend in backends(postgres):
+            with bench_database(backend, postgres) as url:
+                overhead.append(await measure_overhead(backend, url, server, n))
     targets = {"sqlite": 2.0, "postgres": 4.0}
     table = [
         {

@@ -17,22 +17,19 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import openai
-from _common import model_server_process, print_table, summary, timed, write_json
+from _common import backends, bench_database, model_server_process, print_table, summary, timed, write_json
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from chittyos.app import open_app
 from chittyos.config import load_settings
-from chittyos.db import upgrade
 from chittyos.execution import ExecutionRequest
-from tests.conftest import create_database, drop_database
 from tests.server.conftest import running_http
 
 PROMPT = "Summarise the indemnity clause in two sentences."
@@ -96,19 +93,9 @@ async def measure(backend: str, url: str, base_url: str, n: int) -> dict[str, An
 async def main(n: int, postgres: str | None) -> None:
     results = []
     with model_server_process() as server:
-        sqlite_dir = Path(tempfile.mkdtemp(prefix="cbs", dir="/tmp"))
-        try:
-            results.append(await measure("sqlite", f"sqlite:///{sqlite_dir / 'bench.db'}", server, n))
-        finally:
-            shutil.rmtree(sqlite_dir, ignore_errors=True)
-        if postgres:
-            name = f"chitty_bench_{uuid.uuid4().hex[:8]}"
-            url = create_database(postgres, name)
-            upgrade(url)
-            try:
-                results.append(await measure("postgres", url, server, n))
-            finally:
-                drop_database(postgres, name)
+        for backend in backends(postgres):
+            with bench_database(backend, postgres) as url:
+                results.append(await measure(backend, url, server, n))
     targets = {"sqlite": 2.0, "postgres": 4.0}
     rows = [
         {

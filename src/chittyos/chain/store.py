@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chittyos.chain.facts import FACT_FIELDS
 from chittyos.chain.merkle import NodeId
 from chittyos.chain.records import FactRecord
 from chittyos.db.models import ChainCheckpoint, ChainFact, ChainHead, ChainNode
@@ -168,21 +169,7 @@ async def lock_head(session: AsyncSession, fact_ids: Sequence[str]) -> LockedHea
     return LockedHead(row[0], row[1], bytes(row[2]), await existing_facts(session, fact_ids))
 
 
-FACT_ROW_COLUMNS = (
-    "id",
-    "leaf_index",
-    "leaf_hash",
-    "subject",
-    "predicate",
-    "object",
-    "source",
-    "timestamp",
-    "execution_id",
-    "evidence_id",
-    "signer",
-    "signature",
-    "verification_status",
-)
+FACT_ROW_COLUMNS = ("id", "leaf_index", "leaf_hash", *FACT_FIELDS, "verification_status")
 """The keys of a fact row for ``write_leaves`` (``leaf_hash`` as bytes)."""
 
 
