@@ -15,7 +15,8 @@ from typing import Any
 import anyio
 import structlog
 from sqlalchemy import Table, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chittyos import __version__
 from chittyos.analytics import UsageAnalytics
@@ -33,7 +34,15 @@ from chittyos.chat import (
 from chittyos.chain import ChainLog, NoteSigner, execution_subscriber, load_or_create_log_key
 from chittyos.chain.service import ChainService
 from chittyos.config import Settings
-from chittyos.db import UnitOfWork, create_engine, display_url, ensure_current, is_sqlite, make_session_factory
+from chittyos.db import (
+    UnitOfWork,
+    create_engine,
+    display_url,
+    ensure_current,
+    head_revision,
+    is_sqlite,
+    make_session_factory,
+)
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
 from chittyos.db.models import Base, SecureExecution
 from chittyos.execution import SEALED_COLUMNS as EXECUTION_SEALED_COLUMNS
@@ -69,21 +78,26 @@ class App:
     usage_analytics: UsageAnalytics
     pricer: CallPricer
     version: str = __version__
+    schema_head: str = ""
+    """The migration revision this version needs (``db.migrate.head_revision``)."""
 
     async def health(self) -> dict[str, Any]:
         """``{status, version, database{backend, reachable, round_trip_ms, error?}, provider, tiers,
         signer{ready, fingerprint}, sealing{algorithm, active_key_id}}``."""
-        database: dict[str, Any] = {"backend": self.engine.dialect.name}
+        database: dict[str, Any] = {"backend": self.engine.dialect.name, "schema_head": self.schema_head}
         started = time.perf_counter()
         try:
             with anyio.fail_after(5):
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
-            database.update(reachable=True, round_trip_ms=round((time.perf_counter() - started) * 1000, 3))
+                    database.update(reachable=True, round_trip_ms=round((time.perf_counter() - started) * 1000, 3))
+                    # A reachable database whose schema was dropped or rolled back cannot serve.
+                    database["schema_revision"] = await _schema_revision(conn)
         except Exception as exc:  # health reports, it does not raise
             database.update(reachable=False, error=type(exc).__name__)
+        healthy = database["reachable"] and database.get("schema_revision") == self.schema_head
         return {
-            "status": "ok" if database["reachable"] else "degraded",
+            "status": "ok" if healthy else "degraded",
             "version": self.version,
             "database": database,
             "provider": {
@@ -94,6 +108,15 @@ class App:
             "signer": {"ready": True, "kind": "openpgp", "fingerprint": self.signer.fingerprint},
             "sealing": {"algorithm": "AES-256-GCM", "active_key_id": self.sealer.keyring.active_key_id},
         }
+
+
+async def _schema_revision(conn: AsyncConnection) -> str | None:
+    """The migration revision the database is at; None when it has no schema."""
+    try:
+        async with conn.begin_nested():
+            return await conn.scalar(text("SELECT version_num FROM alembic_version"))
+    except DBAPIError:
+        return None
 
 
 def sealed_columns() -> dict[Table, tuple[str, ...]]:
@@ -217,6 +240,7 @@ def _wire(
         signer=signer,
         sealer=sealer,
         chain=ChainService(chain=chain_log, signer=signer, uow=uow, sealer=sealer),
+        schema_head=head_revision(),
         **chat,
     )
 

@@ -6,8 +6,10 @@ from typing import Any
 
 import httpx2
 import pytest
+from sqlalchemy import text
 
 from chittyos import __version__
+from chittyos.app import App
 from chittyos.errors import ConfigurationError
 from chittyos.server.http import create_http_app
 from tests.openai_server import OpenAIServer
@@ -56,7 +58,22 @@ async def test_health_reports_version_and_database_round_trip(make_settings: Any
     assert report["status"] == "ok" and report["version"] == __version__
     assert report["database"]["reachable"] is True and report["database"]["round_trip_ms"] >= 0
     assert report["provider"]["configured"] == "openai"
+    assert report["database"]["schema_revision"] == report["database"]["schema_head"] != ""
     assert "sk-test" not in response.text
+
+
+async def test_health_is_degraded_when_the_schema_is_not_at_head(app: App) -> None:
+    async with app.engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '0001_foundation'"))
+    report = await app.health()
+    assert report["status"] == "degraded"
+    assert report["database"]["reachable"] is True
+    assert report["database"]["schema_revision"] == "0001_foundation"
+    async with app.engine.begin() as conn:
+        await conn.execute(text("DROP TABLE alembic_version"))
+    report = await app.health()
+    assert report["status"] == "degraded" and report["database"]["reachable"] is True
+    assert report["database"]["schema_revision"] is None
 
 
 async def test_a_foreign_host_header_is_refused(make_settings: Any) -> None:
