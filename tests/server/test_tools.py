@@ -97,6 +97,23 @@ async def test_bad_arguments_are_mcp_errors_naming_the_field(
     assert openai_server.chat_requests() == []
 
 
+async def test_arguments_of_the_wrong_type_are_named_without_pydantic_internals(
+    connect: Connect, openai_server: OpenAIServer
+) -> None:
+    async with connect() as client:
+        wrong = await client.call_tool("chitty_chain_query", {"limit": "many"})
+        missing = await client.call_tool("chitty_chat_session_create", {"user_id": "u"})
+    assert wrong.is_error is True and missing.is_error is True
+    text = wrong.content[0].text
+    assert text.startswith("invalid arguments for chitty_chain_query: limit: ")
+    assert "(got 'many')" in text
+    assert "pydantic" not in text and "http" not in text and "Arguments" not in text
+    assert missing.content[0].text == (
+        "invalid arguments for chitty_chat_session_create: session_name: Field required"
+    )
+    assert openai_server.chat_requests() == []
+
+
 async def test_unregistered_tier_is_an_error_naming_it(connect: Connect, openai_server: OpenAIServer) -> None:
     async with connect() as client:
         result = await client.call_tool(

@@ -4,20 +4,38 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from mcp.server.mcpserver import MCPServer
-from mcp_types import SetLevelRequestParams
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp_types import CallToolResult, InputRequiredResult, SetLevelRequestParams
+from pydantic import ValidationError
 
 from chittyos import __version__
 from chittyos.app import App
 from chittyos.server import chain, chat, coordinator, fortress
 from chittyos.server.client_logging import handle_set_level
+from chittyos.server.errors import argument_error
 
 INSTRUCTIONS = (
     "ChittyOS runs AI for legal and business work so that each run can be proven, contained and "
     "accounted for. Use chitty_secure_ai_execute to run a prompt at a security tier and "
     "chitty_execution_status to read an execution back."
 )
+
+
+class ChittyServer(MCPServer[App]):
+    """``MCPServer`` whose argument-validation errors read like the rest of ours."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError) and not isinstance(exc, UnexpectedToolError):
+                raise argument_error(name, exc.__cause__) from exc.__cause__
+            raise
 
 
 def build_server(app: App) -> MCPServer[App]:
@@ -31,7 +49,7 @@ def build_server(app: App) -> MCPServer[App]:
     async def lifespan(_server: MCPServer[App]) -> AsyncIterator[App]:
         yield app
 
-    mcp: MCPServer[App] = MCPServer(
+    mcp: MCPServer[App] = ChittyServer(
         "chittyos",
         title="ChittyOS",
         instructions=INSTRUCTIONS,
