@@ -23,7 +23,9 @@ Answers are deterministic: ``"Echo: <last user message>"`` unless an ``answer`` 
 ``length``).
 
 Scripted behaviours (``enqueue``) apply to the next chat requests, one each, in order: ``Reply``,
-``Fail`` (``rate_limited``, ``server_error``), ``Slow`` and ``BrokenStream``. Every request is
+``Fail`` (``rate_limited``, ``server_error``), ``Slow`` (past the client's timeout: a timeout),
+``BrokenStream`` (also a connection dropped halfway through a non-streamed answer) and
+``Garbage`` (a 200 whose body is not a chat completion). Every request is
 recorded (method, path, headers, JSON body, monotonic and wall time) under a lock, because the
 server runs in its own thread.
 """
@@ -56,6 +58,7 @@ __all__ = [
     "MESSAGE_OVERHEAD_TOKENS",
     "BrokenStream",
     "Fail",
+    "Garbage",
     "OpenAIServer",
     "RecordedRequest",
     "Reply",
@@ -143,7 +146,16 @@ class BrokenStream:
     clean_end: bool = False
 
 
-Behaviour = Reply | Fail | Slow | BrokenStream
+@dataclass(frozen=True)
+class Garbage:
+    """Answer the next request with HTTP 200 and this body, complete, in place of a chat
+    completion (streamed or not): a broken upstream or a proxy's error page."""
+
+    body: bytes = b"<html><body>502 Bad Gateway</body></html>"
+    content_type: str = "application/json"
+
+
+Behaviour = Reply | Fail | Slow | BrokenStream | Garbage
 
 
 def rate_limited(retry_after_s: float = 1) -> Fail:
@@ -392,6 +404,8 @@ class OpenAIServer:
 
         if isinstance(behaviour, Fail):
             return _error(behaviour, headers)
+        if isinstance(behaviour, Garbage):
+            return Response(behaviour.body, media_type=behaviour.content_type, headers=headers)
         reply = behaviour if isinstance(behaviour, Reply) else None
         if isinstance(behaviour, Slow):
             await self._pause(behaviour.delay_s)

@@ -7,7 +7,7 @@ The tree, so that callers branch on the kind and not on the prose::
      +-- NotFound                a named thing (execution, session, fact) does not exist
      +-- ConfigurationError      something must be configured first; says which variable
      +-- TierNotAvailable        a security tier that is not registered in this build
-     +-- ProviderError           the model provider failed
+     +-- ProviderError           the model provider failed (``delivery``: how far the request got)
      |    +-- ProviderTimeout    ... by running past its timeout
      +-- ProofRejected           a proof, signature, checkpoint or envelope was checked and failed
      +-- IntegrityError          stored data contradicts itself (tampering, a fork, a gap)
@@ -20,10 +20,13 @@ no API key, passphrase or encryption key is ever formatted into one.
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "BudgetExceeded",
     "ChittyError",
     "ConfigurationError",
+    "Delivery",
     "IntegrityError",
     "InvalidInput",
     "NotFound",
@@ -71,11 +74,40 @@ class TierNotAvailable(ChittyError):
         )
 
 
-class ProviderError(ChittyError):
-    """The model provider failed. ``status`` is the upstream HTTP status when there was one."""
+Delivery = Literal["not_sent", "rejected", "unknown"]
+"""How far a failed model request got, which decides whether the provider may have billed it::
 
-    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
-        self.provider, self.status = provider, status
+    not_sent   it never reached the provider (refused before sending, no connection): nothing to bill
+    rejected   the provider answered with an error status (``status``): it bills nothing
+    unknown    it was sent and no usable answer came back (a timeout, a connection dropped after
+               sending, a malformed body): the provider may have billed it
+"""
+
+
+class ProviderError(ChittyError):
+    """The model provider failed.
+
+    Besides the message, what accounting needs to know of the call, and never its text or a key:
+    ``provider`` (name); ``status``, the upstream HTTP status when it answered with an error;
+    ``delivery`` (see ``Delivery``; None when the raiser did not say, taken as ``not_sent``);
+    ``model``, the model asked for; ``latency_ms``, from sending to the failure; ``request_id``,
+    the upstream's id of the request when it gave one; ``attempts``, HTTP attempts made.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        delivery: Delivery | None = None,
+        model: str | None = None,
+        latency_ms: float | None = None,
+        request_id: str | None = None,
+        attempts: int | None = None,
+    ) -> None:
+        self.provider, self.status, self.delivery = provider, status, delivery
+        self.model, self.latency_ms, self.request_id, self.attempts = model, latency_ms, request_id, attempts
         super().__init__(message)
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chittyos.llm import Completion
+from chittyos.llm import Completion, FailedCall
 
 __all__ = ["EventBus", "ExecutionCompleted", "ExecutionFailed", "Handler"]
 
@@ -46,12 +46,18 @@ class ExecutionCompleted:
 
 @dataclass(frozen=True)
 class ExecutionFailed:
+    """An execution failed (``reason``). Times are aware UTC."""
+
     execution_id: str
     user_id: str
     security_level: str
     reason: str
     calls: tuple[Completion, ...]
+    """Model calls that answered before the failure (a completion whose recording failed)."""
     failed_at: datetime
+    failed_calls: tuple[FailedCall, ...] = ()
+    """Model calls that were sent and brought back no answer (the provider failed), for usage
+    and cost: a call that never went out is not in it."""
 
 
 class EventBus:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from typing import Any
 
 import anyio
@@ -202,3 +203,42 @@ async def test_executions_left_running_by_a_dead_process_are_failed_at_start_up(
     async with open_app(settings) as app:
         again = await app.executions.status(view.execution_id)
     assert again.status == "failed" and "abandoned" in (again.error_message or "")
+
+
+async def test_the_usage_row_of_a_failed_call_lands_in_the_transaction_that_fails_the_execution(
+    app: App, openai_server: OpenAIServer
+) -> None:
+    from chittyos.db.models import UsageRecord
+    from chittyos.events import ExecutionFailed
+
+    seen: list[tuple[str, list[tuple[str, str]]]] = []
+
+    async def later(event: ExecutionFailed, session: Any) -> None:
+        # registered after the spend guard: what it sees is what the same transaction wrote
+        status = await session.scalar(
+            select(SecureExecution.status).where(SecureExecution.id == uuid.UUID(event.execution_id))
+        )
+        usage = (await session.execute(select(UsageRecord.status, UsageRecord.cost_status))).all()
+        seen.append((status, [tuple(u) for u in usage]))
+        if len(seen) == 1:
+            raise RuntimeError("a later subscriber exploded")
+
+    app.bus.subscribe(ExecutionFailed, later)
+    openai_server.enqueue(*(server_error(500, retry_after_ms=5) for _ in range(3)))
+    with pytest.raises(RuntimeError, match="exploded"):
+        await app.executions.execute(ExecutionRequest(prompt="p", user_id="u"))
+    assert seen == [("failed", [("failed", "not_billed")])]
+    # rolled back together: the row is not marked failed, so there is no usage row either
+    (row,) = await rows(app)
+    assert row.status == "executing"
+    async with app.uow.read() as session:
+        assert (await session.execute(select(UsageRecord))).all() == []
+
+    openai_server.enqueue(*(server_error(500, retry_after_ms=5) for _ in range(3)))
+    with pytest.raises(ExecutionFailedError) as caught:
+        await app.executions.execute(ExecutionRequest(prompt="p", user_id="u"))
+    async with app.uow.read() as session:
+        usage = list((await session.execute(select(UsageRecord))).scalars())
+    assert [(str(u.execution_id), u.status, u.cost_status) for u in usage] == [
+        (caught.value.execution_id, "failed", "not_billed")
+    ]

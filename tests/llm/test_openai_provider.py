@@ -13,14 +13,17 @@ from chittyos.llm.base import (
     ChatMessage,
     Completion,
     CompletionRequest,
+    FailedCall,
     Provider,
     StreamInterrupted,
     TokenUsage,
+    failed_call,
 )
 from chittyos.llm.openai_provider import OpenAIProvider
 from tests.openai_server import (
     BrokenStream,
     Fail,
+    Garbage,
     OpenAIServer,
     Reply,
     Slow,
@@ -415,3 +418,128 @@ async def test_completion_is_frozen_and_complete(
     assert completion.provider == "local-llm"
     with pytest.raises(AttributeError):
         completion.text = "changed"  # type: ignore[misc]
+
+
+# -- how far a failed request got (for usage accounting) --------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def no_text_of_the_request(exc: BaseException) -> None:
+    """The structured fields carry no prompt text (the message is checked elsewhere)."""
+    fields = {k: v for k, v in vars(exc).items() if k != "partial"}
+    shown = repr(fields)
+    assert all(m.content not in shown for m in MESSAGES), shown
+
+
+@pytest.mark.parametrize(
+    ("scripts", "status", "attempts"),
+    [
+        ([server_error(500, retry_after_ms=5)] * 3, 500, 3),
+        ([Fail(400, "bad request", "invalid_request_error")], 400, 1),
+        ([Fail(429, "slow down", headers={"x-should-retry": "false"})], 429, 1),
+    ],
+    ids=["500-after-retries", "400", "429"],
+)
+async def test_an_error_status_is_rejected_with_status_model_attempts_and_request_id(
+    openai_server: OpenAIServer, make_provider: MakeProvider, scripts: list[Fail], status: int, attempts: int
+) -> None:
+    openai_server.enqueue(*scripts)
+    async with make_provider(max_retries=2) as provider:
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(ask(max_tokens=40))
+
+    exc = caught.value
+    assert (exc.delivery, exc.status, exc.model, exc.provider, exc.attempts) == (
+        "rejected",
+        status,
+        "gpt-4o",
+        "openai",
+        attempts,
+    )
+    assert exc.request_id is not None and exc.request_id.startswith("req_loopback_")
+    assert exc.latency_ms is not None and exc.latency_ms > 0
+    assert failed_call(exc, model="asked", provider="p") == FailedCall(
+        model="gpt-4o",
+        provider="openai",
+        delivery="rejected",
+        status=status,
+        request_id=exc.request_id,
+        latency_ms=exc.latency_ms,
+    )
+    no_text_of_the_request(exc)
+
+
+async def test_a_timeout_is_unknown_delivery_it_may_have_been_billed(
+    openai_server: OpenAIServer, make_provider: MakeProvider
+) -> None:
+    openai_server.enqueue(Slow(3.0))
+    async with make_provider(timeout_s=0.2) as provider:
+        with pytest.raises(ProviderTimeout) as caught:
+            await provider.complete(ask())
+
+    exc = caught.value
+    assert (exc.delivery, exc.status, exc.model, exc.attempts) == ("unknown", None, "gpt-4o", 1)
+    assert exc.latency_ms is not None and exc.latency_ms >= 200
+    call = failed_call(exc, model="gpt-4o", provider="openai")
+    assert call is not None and call.delivery == "unknown"
+    no_text_of_the_request(exc)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        Garbage(),
+        Garbage(b'{"object": "chat.completion"}'),
+        Reply(usage=(5, 3, 9)),
+        BrokenStream(after_deltas=0),
+    ],
+    ids=["not-json", "no-choices", "impossible-usage", "dropped-halfway"],
+)
+async def test_a_malformed_or_cut_answer_after_sending_is_unknown_delivery(
+    openai_server: OpenAIServer, make_provider: MakeProvider, api_key: str, script: object
+) -> None:
+    openai_server.enqueue(script)  # type: ignore[arg-type]
+    async with make_provider() as provider:
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(ask())
+
+    exc = caught.value
+    assert (exc.delivery, exc.status, exc.model) == ("unknown", None, "gpt-4o")
+    assert failed_call(exc, model="gpt-4o", provider="openai") is not None
+    no_text_of_the_request(exc)
+    assert api_key not in everything_about(exc)
+
+
+async def test_a_stream_that_gets_garbage_is_interrupted_with_unknown_delivery(
+    openai_server: OpenAIServer, make_provider: MakeProvider
+) -> None:
+    openai_server.enqueue(Garbage(b"oops", "text/plain"))
+    async with make_provider() as provider:
+        with pytest.raises(StreamInterrupted) as caught:
+            await provider.stream(ask(), Deltas())
+    assert caught.value.delivery == "unknown" and caught.value.partial.text == ""
+
+
+async def test_a_refused_connection_was_never_sent(api_key: str) -> None:
+    port = closed_port()
+    async with OpenAIProvider(
+        api_key=api_key, base_url=f"http://127.0.0.1:{port}/v1", timeout_s=2, max_retries=1
+    ) as provider:
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(ask())
+
+    assert (caught.value.delivery, caught.value.attempts) == ("not_sent", 2)
+    assert failed_call(caught.value, model="gpt-4o", provider="openai") is None
+
+
+async def test_a_request_refused_before_sending_is_no_call(make_provider: MakeProvider) -> None:
+    async with make_provider() as provider:
+        with pytest.raises(InvalidInput) as caught:
+            await provider.complete(CompletionRequest(messages=(), model="gpt-4o"))
+    assert failed_call(caught.value, model="gpt-4o", provider="openai") is None
+    assert failed_call(ProviderError("x", provider="p"), model="m", provider="p") is None  # not said

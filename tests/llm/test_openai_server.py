@@ -15,6 +15,7 @@ import pytest
 
 from tests.openai_server import (
     BrokenStream,
+    Garbage,
     OpenAIServer,
     Reply,
     Slow,
@@ -170,6 +171,22 @@ def test_broken_non_streaming_answer_is_cut_halfway(openai_server: OpenAIServer,
     openai_server.enqueue(BrokenStream(after_deltas=0))
     with pytest.raises(httpx2.RemoteProtocolError):
         post(http, BODY)
+
+
+def test_garbage_is_a_complete_200_that_is_not_a_chat_completion(
+    openai_server: OpenAIServer, http: httpx2.Client
+) -> None:
+    openai_server.enqueue(Garbage(), Garbage(b"oops", "text/plain"))
+    first = post(http, BODY)
+    second = post(http, {**BODY, "stream": True})
+    assert (first.status_code, first.content, first.headers["content-type"]) == (
+        200,
+        Garbage().body,
+        "application/json",
+    )
+    assert (second.status_code, second.content) == (200, b"oops")
+    assert second.headers["content-type"].startswith("text/plain")
+    assert post(http, BODY).json()["object"] == "chat.completion"  # one request each
 
 
 def test_every_request_is_recorded_with_headers_body_and_time(

@@ -10,6 +10,10 @@ inside it.
 
 Costs that are not known (``cost_usd`` NULL: unknown model, no usage reported) are left out of
 the sums and counted in ``unpriced_calls``, so an incomplete total never passes for a complete one.
+
+Calls that were sent and failed are counted too (``calls`` and ``failed_calls``): one the provider
+refused with an error status adds no tokens and $0 (``not_billed``); one with no known answer
+adds its upper-bound estimate (``estimated``), the amount its budget was charged.
 """
 
 from __future__ import annotations
@@ -51,7 +55,9 @@ class ModelUsage:
     model: str
     """The model that answered, as the provider named it."""
     calls: int
+    """Every call sent upstream, failed ones included."""
     failed_calls: int
+    """Calls that got no usable answer (part of ``calls``)."""
     unpriced_calls: int
     """Calls whose cost is not known; not in cost_usd."""
     tokens: TokenTotals
@@ -83,7 +89,9 @@ class UsageReport:
     total_messages: int
     """Chat messages added in the range."""
     total_calls: int
+    """Every model call sent upstream (chat tools and executions), failed ones included."""
     failed_calls: int
+    """Calls that got no usable answer (part of ``total_calls``)."""
     unpriced_calls: int
     total_tokens: TokenTotals
     total_cost: Decimal

@@ -5,7 +5,9 @@ The answer always says how it was reached (``cost_status``) and from which table
 
     priced          usage reported by the provider, model in the price table
     free            the call went to a base URL declared free (CHITTY_FREE_BASE_URLS)
-    estimated       usage not reported (a stream that broke off): an upper-bound token estimate
+    estimated       usage not reported (a stream that broke off, a call that timed out or got a
+                    malformed answer): an upper-bound token estimate
+    not_billed      the provider answered with an error status: 0 tokens, cost 0
     unknown_model   the model has no known price: cost None, and the price book logs a warning
     unknown_usage   the provider reported no usage (MCP sampling): cost None
 """
@@ -22,7 +24,7 @@ from chittyos.db.models import MONEY_PLACES, to_money
 from chittyos.llm import TokenUsage
 from chittyos.llm.pricing import PriceBook
 
-__all__ = ["CallCost", "CallPricer"]
+__all__ = ["NOT_BILLED", "CallCost", "CallPricer"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class CallCost:
 
 
 _NO_USAGE = CallCost(None, "unknown_usage", None, None)
+NOT_BILLED = CallCost(to_money(0), "not_billed", None, None)
+"""A call the provider refused with an error status: it reports and bills no tokens."""
 
 
 class CallPricer:

@@ -39,7 +39,7 @@ ANONYMOUS_USER = "anonymous"
 MAX_IDENTIFIER_CHARS = 255
 MAX_TEMPERATURE = 2.0
 
-CostStatus = Literal["priced", "free", "estimated", "unknown_model", "unknown_usage"]
+CostStatus = Literal["priced", "free", "estimated", "not_billed", "unknown_model", "unknown_usage"]
 Role = Literal["system", "user", "assistant"]
 
 

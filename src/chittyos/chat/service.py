@@ -7,10 +7,17 @@
     call the model (streamed or not)                     no transaction held
     one transaction: the session's new messages, the usage row with its cost, the budget settle
 
-A call that fails after text began to arrive (a stream that broke off, a client that went away)
-is still recorded: a usage row with status ``failed`` and the usage the provider reported, or an
-upper-bound estimate marked ``estimated``, charged to the budget. A call that failed before any
-answer only gives its hold back. The caller gets the original error.
+Every call that was sent upstream is recorded, failed ones too (status ``failed``):
+
+* text began to arrive (a stream that broke off, a client that went away): the usage the
+  provider reported, or an upper-bound estimate marked ``estimated``, charged to the budget;
+* the provider answered with an error status: 0 tokens, cost 0 (``not_billed``), hold released;
+* no answer is known (a timeout, a connection dropped after sending, a malformed body): the
+  bound the hold was made for (estimated prompt tokens + max_tokens), ``estimated``, charged;
+* MCP sampling: no tokens and an unknown cost, as for a sampled answer (see ``chat.usage``).
+
+A call that never went out (refused before sending, no connection) only gives its hold back.
+The caller gets the original error.
 """
 
 from __future__ import annotations
@@ -44,7 +51,17 @@ from chittyos.chat.usage import UsageRecorder
 from chittyos.db.models import utcnow
 from chittyos.db.uow import UnitOfWork
 from chittyos.errors import InvalidInput
-from chittyos.llm import ChatMessage, Completion, CompletionRequest, Provider, StreamInterrupted, TokenUsage
+from chittyos.llm import (
+    SAMPLING_PROVIDER,
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    FailedCall,
+    Provider,
+    StreamInterrupted,
+    TokenUsage,
+    failed_call,
+)
 from chittyos.llm.selection import ProviderSelector
 
 __all__ = ["ChatService"]
@@ -52,7 +69,6 @@ __all__ = ["ChatService"]
 log = structlog.get_logger("chittyos.chat")
 
 DeltaFn = Callable[[str], Awaitable[None]]
-_SAMPLING = "mcp-sampling"  # the client's own model: it reports no usage and bills the client
 
 
 @dataclass(frozen=True)
@@ -144,12 +160,13 @@ class ChatService:
         call = await self._prepare(request)
         provider = self._providers.select(client_session)
         self._limiter.admit(call.user_id)
+        bound = self._bound(call)
         hold = await self._budgets.reserve(
             user_id=call.user_id,
             model=call.upstream.model,
             provider=provider.name,
-            prompt_tokens=estimate_prompt_tokens(call.upstream.messages),
-            max_tokens=call.upstream.max_tokens or self._default_max_tokens,
+            prompt_tokens=bound.prompt_tokens,
+            max_tokens=bound.completion_tokens,
         )
         received: list[str] = []
 
@@ -169,8 +186,11 @@ class ChatService:
             raise
         except Exception as exc:
             partial = exc.partial if isinstance(exc, StreamInterrupted) else None
+            if partial is not None and not partial.text and partial.usage is None and not received:
+                partial = None  # a stream that broke before any text: no answer known, as a timeout
+            failed = failed_call(exc, model=call.upstream.model, provider=provider.name)
             with anyio.CancelScope(shield=True):
-                await self._after_failure(call, provider, hold, partial, received)
+                await self._after_failure(call, provider, hold, partial, received, failed)
             raise
         # The model answered and its provider billed it: record it even if the client goes away.
         with anyio.CancelScope(shield=True):
@@ -238,12 +258,16 @@ class ChatService:
         hold: Hold | None,
         partial: Completion | None,
         received: list[str],
+        failed: FailedCall | None = None,
     ) -> None:
-        """Record what arrived before a failure, or give the hold back when nothing did. Never
-        raises: the caller re-raises the original error."""
+        """Record what arrived before a failure, else the failed call when it was sent (``failed``),
+        else give the hold back. Never raises: the caller re-raises the original error."""
         try:
             if partial is None and not received:
-                await self._budgets.release(hold)
+                if failed is None:
+                    await self._budgets.release(hold)
+                else:
+                    await self._record_failed(call, hold, failed)
                 return
             text = partial.text if partial is not None else "".join(received)
             completion = partial or Completion(
@@ -256,7 +280,7 @@ class ChatService:
                 latency_ms=0.0,
             )
             usage, estimated = completion.usage, False
-            if usage is None and provider.name != _SAMPLING:
+            if usage is None and provider.name != SAMPLING_PROVIDER:
                 # The provider bills what it generated; bound it from above rather than record 0.
                 usage = TokenUsage(
                     prompt_tokens=estimate_prompt_tokens(call.upstream.messages),
@@ -291,3 +315,39 @@ class ChatService:
             )
         except Exception:
             log.exception("recording a failed chat call crashed; its hold expires by itself")
+
+    async def _record_failed(self, call: _Call, hold: Hold | None, failed: FailedCall) -> None:
+        """One ``failed`` usage row for a call that was sent and brought back no answer, and the
+        settle of its hold at what it charges (0 when the provider refused it)."""
+        recorded = self._recorder.price_failed(
+            user_id=call.user_id,
+            source="chat",
+            requested_model=call.upstream.model,
+            failed=failed,
+            bound=self._bound(call),
+            at=self._clock(),
+            chat_session_id=call.session_key,
+        )
+        async with self._uow.begin() as session:
+            await self._recorder.insert(session, recorded)
+            await self._budgets.settle(
+                session,
+                user_id=call.user_id,
+                model=call.upstream.model,
+                cost_usd=recorded.charge_usd,
+                hold=hold,
+            )
+        log.info(
+            "chat call failed upstream; recorded",
+            usage_id=str(recorded.usage_id),
+            delivery=failed.delivery,
+            status=failed.status,
+            cost_status=recorded.cost.status,
+        )
+
+    def _bound(self, call: _Call) -> TokenUsage:
+        """The most tokens one call can be billed for: what its budget hold was reserved for."""
+        return TokenUsage(
+            prompt_tokens=estimate_prompt_tokens(call.upstream.messages),
+            completion_tokens=call.upstream.max_tokens or self._default_max_tokens,
+        )

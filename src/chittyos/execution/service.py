@@ -9,7 +9,9 @@
     slot   wait for one of CHITTY_MAX_CONCURRENT_EXECUTIONS slots; mark executing
     run    tier.run(...)                              no transaction held
     tx 2   row -> completed, publish ExecutionCompleted (subscribers write in this same tx)
-           or, on any failure, row -> failed with the reason, publish ExecutionFailed
+           or, on any failure, row -> failed with the reason, publish ExecutionFailed (with the
+           model call that was sent and failed, when the provider failed, so that its usage row
+           is written in this same tx)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from chittyos.execution.models import (
     parse_execution_id,
     sha256_hex,
 )
-from chittyos.llm import Completion
+from chittyos.llm import Completion, FailedCall, failed_call
 from chittyos.llm.selection import ProviderSelector
 from chittyos.signing import Sealer
 from chittyos.tiers import ProgressFn, TierContext, TierOutcome, TierRegistry, TierRequest, no_progress
@@ -169,6 +171,7 @@ class ExecutionService:
             raise
 
         calls: tuple[Completion, ...] = ()
+        failed: tuple[FailedCall, ...] = ()
         try:
             try:
                 if not held:
@@ -196,6 +199,8 @@ class ExecutionService:
             raise
         except ChittyError as exc:
             reason = str(exc)
+            sent = failed_call(exc, model=model, provider=provider.name)
+            failed = () if sent is None else (sent,)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._fail(execution_id, request, "cancelled by the client", calls)
@@ -203,7 +208,7 @@ class ExecutionService:
         except Exception as exc:  # a bug, not a user error: keep the row honest, log the rest
             log.exception("execution crashed", execution_id=str(execution_id))
             reason = f"internal error ({type(exc).__name__}); see the server log"
-        await self._fail(execution_id, request, reason, calls)
+        await self._fail(execution_id, request, reason, calls, failed)
         raise ExecutionFailedError(str(execution_id), reason)
 
     async def fail_abandoned(self, *, older_than_s: float) -> int:
@@ -308,10 +313,18 @@ class ExecutionService:
         raise ExecutionFailedError(str(execution_id), reason)
 
     async def _fail(
-        self, execution_id: uuid.UUID, request: ExecutionRequest, reason: str, calls: tuple[Completion, ...]
+        self,
+        execution_id: uuid.UUID,
+        request: ExecutionRequest,
+        reason: str,
+        calls: tuple[Completion, ...],
+        failed: tuple[FailedCall, ...] = (),
     ) -> None:
+        """Mark the row failed and publish ExecutionFailed, in one transaction: the subscribers'
+        rows (usage of ``calls`` and ``failed``) land with the failed status or not at all."""
         now = self._clock()
-        last = calls[-1] if calls else None
+        # The provider that was asked last: a failed call comes after any answered one.
+        last: Completion | FailedCall | None = failed[-1] if failed else calls[-1] if calls else None
         async with self._uow.begin() as session:
             await session.execute(
                 update(SecureExecution)
@@ -333,6 +346,7 @@ class ExecutionService:
                     reason=reason,
                     calls=calls,
                     failed_at=now,
+                    failed_calls=failed,
                 ),
                 session,
             )

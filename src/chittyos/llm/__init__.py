@@ -2,24 +2,30 @@
 
 from chittyos.llm.base import (
     ROLES,
+    SAMPLING_PROVIDER,
     ChatMessage,
     Completion,
     CompletionRequest,
     DeltaCallback,
+    FailedCall,
     Provider,
     Role,
     StreamInterrupted,
     TokenUsage,
+    failed_call,
 )
 
 __all__ = [
     "ROLES",
+    "SAMPLING_PROVIDER",
     "ChatMessage",
     "Completion",
     "CompletionRequest",
     "DeltaCallback",
+    "FailedCall",
     "Provider",
     "Role",
     "StreamInterrupted",
     "TokenUsage",
+    "failed_call",
 ]

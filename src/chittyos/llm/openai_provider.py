@@ -15,13 +15,21 @@ Retries are the ``openai`` SDK's own (``max_retries``), because they already do 
 * ``timeout_s`` applies per attempt, to connecting and to each read (so a stream may run longer as
   long as data keeps coming), and a timed-out attempt is retried like any other.
 
-Errors are converted here, where the SDK is called (see ``chittyos.errors``)::
+Errors are converted here, where the SDK is called (see ``chittyos.errors``), each with the
+``delivery`` that tells accounting whether the provider may have billed the call::
 
     openai.APITimeoutError        -> ProviderTimeout   names timeout_s and CHITTY_MODEL_TIMEOUT_S
-    openai.AuthenticationError    -> ProviderError(401) says to check OPENAI_API_KEY
-    openai.APIStatusError         -> ProviderError(status) with a short reason and the attempts
+                                                       unknown (not_sent if it never connected)
+    openai.AuthenticationError    -> ProviderError(401) says to check OPENAI_API_KEY;   rejected
+    openai.APIStatusError         -> ProviderError(status) with a short reason and the attempts;
+                                                       rejected
     openai.APIConnectionError     -> ProviderError naming the host of the base URL
-    any error once a stream began -> StreamInterrupted carrying the partial Completion
+                                                       not_sent if it never connected, else unknown
+    a malformed answer on a 200   -> ProviderError                                     unknown
+    any error once a stream began -> StreamInterrupted carrying the partial Completion; unknown
+
+Only the last HTTP attempt is classified: when the SDK retried, earlier attempts failed the same
+way in practice, and the SDK does not say how they ended.
 
 No message, repr or chained exception carries the API key: upstream text is shortened and
 anything key-like in it is masked, and status errors are raised ``from None`` because the SDK's
@@ -42,7 +50,7 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
-from chittyos.errors import ConfigurationError, InvalidInput, ProviderError, ProviderTimeout
+from chittyos.errors import ConfigurationError, Delivery, InvalidInput, ProviderError, ProviderTimeout
 from chittyos.llm.base import (
     Completion,
     CompletionRequest,
@@ -161,14 +169,16 @@ class OpenAIProvider:
         try:
             response = await self._client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
-            raise self._convert(exc) from _cause(exc)
+            raise self._convert(exc, request.model, started) from _cause(exc)
         except (ValueError, TypeError, AttributeError) as exc:  # a body the SDK could not parse
-            raise self._malformed(exc) from None
+            raise self._malformed(exc, request.model, started) from None
         latency_ms = (time.perf_counter() - started) * 1000
+        request_id = getattr(response, "_request_id", None) or getattr(response, "id", None) or None
         if not isinstance(response, ChatCompletion) or not response.choices:
             raise ProviderError(
                 f"{self.name}: the answer from {self._host} held no choices (expected a chat completion)",
                 provider=self.name,
+                **self._sent(request.model, started, "unknown", request_id=_text_or_none(request_id)),
             )
         try:
             choice = response.choices[0]
@@ -185,14 +195,35 @@ class OpenAIProvider:
                 latency_ms=latency_ms,
             )
         except (ValueError, TypeError, AttributeError) as exc:
-            raise self._malformed(exc) from None
+            raise self._malformed(exc, request.model, started, request_id=_text_or_none(request_id)) from None
 
-    def _malformed(self, exc: Exception) -> ProviderError:
-        reason = str(exc) if isinstance(exc, ValueError) and str(exc).startswith("usage.") else type(exc).__name__
+    def _malformed(
+        self, exc: Exception, model: str, started: float, *, request_id: str | None = None
+    ) -> ProviderError:
+        """A 200 whose body is not a usable chat completion: sent, and maybe billed (``unknown``)."""
         return ProviderError(
-            f"{self.name}: {self._host} answered with a malformed chat completion ({reason})",
+            f"{self.name}: {self._host} answered with a malformed chat completion ({_malformed_reason(exc)})",
             provider=self.name,
+            **self._sent(model, started, "unknown", request_id=request_id),
         )
+
+    def _sent(
+        self,
+        model: str,
+        started: float,
+        delivery: Delivery,
+        *,
+        request_id: str | None = None,
+        attempts: int | None = None,
+    ) -> dict[str, Any]:
+        """The structured part of a ``ProviderError`` (no text of the request, no key)."""
+        return {
+            "delivery": delivery,
+            "model": model,
+            "latency_ms": (time.perf_counter() - started) * 1000,
+            "request_id": request_id,
+            "attempts": attempts,
+        }
 
     async def stream(self, request: CompletionRequest, on_delta: DeltaCallback) -> Completion:
         """One answer, streamed: ``on_delta`` gets each non-empty text delta in order.
@@ -211,9 +242,9 @@ class OpenAIProvider:
                 **params, stream=True, stream_options={"include_usage": True}
             )
         except openai.OpenAIError as exc:
-            raise self._convert(exc) from _cause(exc)
+            raise self._convert(exc, request.model, started) from _cause(exc)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise self._malformed(exc) from None
+            raise self._malformed(exc, request.model, started) from None
 
         request_id: str | None = stream.response.headers.get("x-request-id")
         model = request.model
@@ -251,7 +282,7 @@ class OpenAIProvider:
         except (ValueError, TypeError, AttributeError) as exc:  # a chunk the SDK could not parse
             raise StreamInterrupted(
                 f"{self.name}: the stream from {self._host} broke off after "
-                f"{_count(len(parts), 'text delta')} ({self._malformed(exc)})",
+                f"{_count(len(parts), 'text delta')} (a malformed chunk: {_malformed_reason(exc)})",
                 provider=self.name,
                 partial=partial(),
             ) from None
@@ -289,18 +320,24 @@ class OpenAIProvider:
             params["temperature"] = request.temperature
         return params
 
-    def _convert(self, exc: openai.OpenAIError) -> ProviderError:
-        """The ``ProviderError`` for an SDK error raised before any answer arrived."""
-        tries = f"after {_count(_attempts(exc), 'attempt')}"
+    def _convert(self, exc: openai.OpenAIError, model: str, started: float) -> ProviderError:
+        """The ``ProviderError`` for an SDK error raised before any answer arrived (``model``: the
+        model asked for; ``started``: ``perf_counter()`` when the call began)."""
+        attempts = _attempts(exc)
+        tries = f"after {_count(attempts, 'attempt')}"
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout(
                 f"{self.name}: no answer from {self._host} within {self.timeout_s:g} s "
                 f"(CHITTY_MODEL_TIMEOUT_S) {tries}",
                 provider=self.name,
+                **self._sent(model, started, _transport_delivery(exc), attempts=attempts),
             )
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             rid = f"; request id {exc.request_id}" if exc.request_id else ""
+            sent = self._sent(
+                model, started, "rejected", request_id=exc.request_id or None, attempts=attempts
+            )
             if isinstance(exc, openai.AuthenticationError):
                 # The upstream text is left out on purpose: OpenAI's 401 quotes part of the key.
                 return ProviderError(
@@ -308,6 +345,7 @@ class OpenAIProvider:
                     f"check OPENAI_API_KEY{rid}",
                     provider=self.name,
                     status=status,
+                    **sent,
                 )
             reason = self._reason(exc.body) or exc.response.reason_phrase or "no reason given"
             wait = exc.response.headers.get("retry-after")
@@ -316,6 +354,7 @@ class OpenAIProvider:
                 f"{self.name}: {self._host} answered HTTP {status} ({reason}) {tries}{later}{rid}",
                 provider=self.name,
                 status=status,
+                **sent,
             )
         if isinstance(exc, openai.APIConnectionError):
             cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "connection error"
@@ -323,10 +362,14 @@ class OpenAIProvider:
                 f"{self.name}: cannot reach {self._host} ({cause}) {tries}; check OPENAI_BASE_URL "
                 "and that the server is running",
                 provider=self.name,
+                **self._sent(model, started, _transport_delivery(exc), attempts=attempts),
             )
+        # Any other APIError came back from the wire; an OpenAIError that is not one never left.
+        delivery: Delivery = "unknown" if isinstance(exc, openai.APIError) else "not_sent"
         return ProviderError(
             f"{self.name}: the call to {self._host} failed ({type(exc).__name__}: {self._mask(str(exc))})",
             provider=self.name,
+            **self._sent(model, started, delivery, attempts=attempts),
         )
 
     def _stream_reason(self, exc: openai.OpenAIError) -> str:
@@ -374,6 +417,38 @@ def _usage(usage: CompletionUsage | None) -> TokenUsage | None:
     if counts["cached_tokens"] > counts["prompt_tokens"]:
         raise ValueError("usage.cached_tokens exceeds usage.prompt_tokens")
     return TokenUsage(**counts)
+
+
+_NOT_SENT_CAUSES = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "UnsupportedProtocol",
+        "ProxyError",
+        "LocalProtocolError",
+    }
+)
+"""Transport errors raised before a request reached the server (by class name: the SDK runs on
+httpx2 or, when it is loaded, legacy httpx, and both name them alike)."""
+
+
+def _transport_delivery(exc: openai.APIConnectionError) -> Delivery:
+    """``not_sent`` when the last attempt never got a connection (refused, no route, pool full),
+    else ``unknown``: the request may have been sent before the connection failed or timed out."""
+    cause = exc.__cause__
+    if cause is not None and any(c.__name__ in _NOT_SENT_CAUSES for c in type(cause).__mro__):
+        return "not_sent"
+    return "unknown"
+
+
+def _malformed_reason(exc: Exception) -> str:
+    """What was wrong with an answer, without quoting it: a usage check names the count."""
+    return str(exc) if isinstance(exc, ValueError) and str(exc).startswith("usage.") else type(exc).__name__
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _attempts(exc: openai.OpenAIError) -> int:

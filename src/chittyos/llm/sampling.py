@@ -2,6 +2,8 @@
 
 This is what lets a Claude Desktop user run executions without an OpenAI key. Sampling reports
 no token usage, so completions made this way carry ``usage=None`` (and cost is unknown, not 0).
+Once the request is sent, a failure still counts as a call: a client that answered with an error
+is ``rejected``, one that timed out or answered with something other than text is ``unknown``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import ModelHint, ModelPreferences, SamplingMessage, TextContent
 
 from chittyos.errors import ProviderError, ProviderTimeout
-from chittyos.llm.base import Completion, CompletionRequest, DeltaCallback
+from chittyos.llm.base import SAMPLING_PROVIDER, Completion, CompletionRequest, DeltaCallback
 
 __all__ = ["SamplingProvider", "client_supports_sampling"]
 
@@ -28,7 +30,7 @@ def client_supports_sampling(session: Any) -> bool:
 
 
 class SamplingProvider:
-    name = "mcp-sampling"
+    name = SAMPLING_PROVIDER
 
     def __init__(self, *, session: Any, timeout_s: float) -> None:
         self._session = session
@@ -57,14 +59,26 @@ class SamplingProvider:
                 f"MCP sampling: the client did not answer within {self._timeout_s:g} s "
                 "(CHITTY_MODEL_TIMEOUT_S)",
                 provider=self.name,
+                delivery="unknown",
+                model=request.model,
+                latency_ms=(time.perf_counter() - started) * 1000,
             ) from None
         except MCPError as exc:
-            raise ProviderError(f"MCP sampling: the client refused: {exc.error.message}", provider=self.name) from None
+            raise ProviderError(
+                f"MCP sampling: the client refused: {exc.error.message}",
+                provider=self.name,
+                delivery="rejected",
+                model=request.model,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            ) from None
         content = result.content
         if not isinstance(content, TextContent):
             raise ProviderError(
                 f"MCP sampling: expected a text answer, got {getattr(content, 'type', type(content).__name__)}",
                 provider=self.name,
+                delivery="unknown",
+                model=result.model or request.model,
+                latency_ms=(time.perf_counter() - started) * 1000,
             )
         return Completion(
             text=content.text,

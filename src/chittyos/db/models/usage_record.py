@@ -19,7 +19,7 @@ from chittyos.db.models.money import Money
 
 USAGE_SOURCES = ("chat", "execution")
 USAGE_STATUSES = ("completed", "failed")
-COST_STATUSES = ("priced", "free", "estimated", "unknown_model", "unknown_usage")
+COST_STATUSES = ("priced", "free", "estimated", "not_billed", "unknown_model", "unknown_usage")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
