@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import func, insert, select
 
 from chittyos.app import App
 from chittyos.chat import estimate_prompt_tokens, window_end, window_start
-from chittyos.db.models import UsageRecord, to_money
+from chittyos.db.models import UsageRecord, Usd, to_money, usd_text
 from chittyos.llm import ChatMessage
 from tests.openai_server import count_prompt_tokens
 
@@ -101,3 +102,12 @@ async def test_sums_of_money_in_the_database_are_exact(app: App) -> None:
         stored = set((await session.execute(select(UsageRecord.cost_usd))).scalars())
     assert total == Decimal("123456.3000001009")
     assert Decimal("0.0000000001") in stored and Decimal("123456.0000000009") in stored
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [("0E-10", "0"), ("0.0000000000", "0"), ("1.5E-7", "0.00000015"), ("12.3400000000", "12.34"), ("1E+2", "100")],
+)
+def test_amounts_leave_as_plain_decimal_text(amount: str, text: str) -> None:
+    assert usd_text(Decimal(amount)) == text
+    assert TypeAdapter(Usd).dump_python(Decimal(amount), mode="json") == text

@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chittyos.chat import BudgetService, BudgetView
-from chittyos.db.models import ChatSession, ChatSessionMessage, UsageDaily, to_money, utcnow
+from chittyos.db.models import ChatSession, ChatSessionMessage, UsageDaily, Usd, to_money, utcnow
 from chittyos.db.uow import UnitOfWork
 from chittyos.errors import InvalidInput
 
@@ -61,7 +61,7 @@ class ModelUsage:
     unpriced_calls: int
     """Calls whose cost is not known; not in cost_usd."""
     tokens: TokenTotals
-    cost_usd: Decimal
+    cost_usd: Usd
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class PeriodUsage:
     failed_calls: int
     unpriced_calls: int
     tokens: TokenTotals
-    cost_usd: Decimal
+    cost_usd: Usd
     models: list[ModelUsage]
 
 
@@ -94,7 +94,7 @@ class UsageReport:
     """Calls that got no usable answer (part of ``total_calls``)."""
     unpriced_calls: int
     total_tokens: TokenTotals
-    total_cost: Decimal
+    total_cost: Usd
     """USD over the calls whose cost is known."""
     breakdown: list[PeriodUsage]
     """Periods that had calls, oldest first."""

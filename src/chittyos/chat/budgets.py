@@ -39,6 +39,7 @@ from chittyos.db.models import (
     Budget,
     Money,
     UsageRecord,
+    Usd,
     to_money,
     utcnow,
 )
@@ -67,14 +68,14 @@ class BudgetView:
     user_id: str
     model: str | None
     """None: the budget covers every model of the user."""
-    limit_usd: Decimal
+    limit_usd: Usd
     window: Window
     soft_limit_ratio: Decimal
-    spent_usd: Decimal
+    spent_usd: Usd
     """Settled spend in the current window."""
-    reserved_usd: Decimal
+    reserved_usd: Usd
     """Held by calls in flight."""
-    remaining_usd: Decimal
+    remaining_usd: Usd
     window_start: datetime
     resets_at: datetime | None
     """None for a total budget, which never resets."""

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from chittyos.chat.sealing import ChatSealer
-from chittyos.db.models import ChatSession, ChatSessionMessage, to_money
+from chittyos.db.models import ChatSession, ChatSessionMessage, Usd, to_money
 from chittyos.errors import InvalidInput
 from chittyos.llm import ROLES, ChatMessage
 
@@ -192,7 +192,7 @@ class MessageView:
     role: Role
     content: str
     tokens_used: int | None
-    cost: Decimal | None
+    cost: Usd | None
     """USD; None when not known."""
     model: str | None
     created_at: datetime
@@ -225,7 +225,7 @@ class SessionView:
     system_prompt: str | None
     total_messages: int
     total_tokens: int
-    total_cost: Decimal
+    total_cost: Usd
     """USD, the sum of the messages' known costs."""
     created_at: datetime
     updated_at: datetime
@@ -288,7 +288,7 @@ class ChatCompletionView:
     model: str
     """The model that answered, as the provider named it."""
     session_id: str | None
-    cost_usd: Decimal | None
+    cost_usd: Usd | None
     cost_status: CostStatus
     user_id: str
     provider: str

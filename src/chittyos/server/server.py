@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
-from mcp_types import CallToolResult, InputRequiredResult, SetLevelRequestParams
+from mcp_types import CallToolResult, InputRequiredResult, SetLevelRequestParams, TextContent
 from pydantic import ValidationError
 
 from chittyos import __version__
@@ -25,17 +26,27 @@ INSTRUCTIONS = (
 
 
 class ChittyServer(MCPServer[App]):
-    """``MCPServer`` whose argument-validation errors read like the rest of ours."""
+    """``MCPServer`` whose argument-validation errors read like the rest of ours, and whose text
+    content is exactly its structured content as JSON.
+
+    The SDK renders the text block by dumping the Python value without its declared type, so a
+    field's serializer (``Usd``: plain decimal text, never ``"0E-10"``) would apply to
+    ``structuredContent`` only, and clients reading the text (the seed's) would see other values.
+    """
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
         try:
-            return await super().call_tool(name, arguments, context)
+            result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
             if isinstance(exc.__cause__, ValidationError) and not isinstance(exc, UnexpectedToolError):
                 raise argument_error(name, exc.__cause__) from exc.__cause__
             raise
+        if isinstance(result, CallToolResult) and result.structured_content is not None:
+            text = json.dumps(result.structured_content, indent=2, ensure_ascii=False)
+            result = result.model_copy(update={"content": [TextContent(type="text", text=text)]})
+        return result
 
 
 def build_server(app: App) -> MCPServer[App]:

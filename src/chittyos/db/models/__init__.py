@@ -9,7 +9,7 @@ from chittyos.db.models.chain_head import ChainHead
 from chittyos.db.models.chain_node import ChainNode
 from chittyos.db.models.chat_message import MESSAGE_ROLES, ChatSessionMessage
 from chittyos.db.models.chat_session import SESSION_STATUSES, ChatSession
-from chittyos.db.models.money import MONEY_PLACES, Money, to_money
+from chittyos.db.models.money import MONEY_PLACES, Money, Usd, to_money, usd_text
 from chittyos.db.models.secure_execution import (
     EXECUTION_METHODS,
     EXECUTION_STATUSES,
@@ -46,6 +46,8 @@ __all__ = [
     "UTCDateTime",
     "UsageDaily",
     "UsageRecord",
+    "Usd",
     "to_money",
+    "usd_text",
     "utcnow",
 ]

@@ -15,10 +15,12 @@ from __future__ import annotations
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import CoreSchema, core_schema
 from sqlalchemy import BigInteger, Numeric
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["MONEY_PLACES", "Money", "to_money"]
+__all__ = ["MONEY_PLACES", "Money", "Usd", "to_money", "usd_text"]
 
 MONEY_PLACES = 10
 _QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)
@@ -36,6 +38,31 @@ def to_money(value: Decimal | int | str) -> Decimal:
     if not amount.is_finite():
         raise ValueError(f"money must be finite (got {value!r})")
     return amount.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def usd_text(amount: Decimal) -> str:
+    """``amount`` as plain decimal text, without exponent or trailing zeros: ``"0"``,
+    ``"0.00000015"``, ``"12.5"`` (``str(Decimal)`` would give ``"0E-10"`` and ``"1.5E-7"``)."""
+    text = format(amount.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+class Usd(Decimal):
+    """The type of a USD amount in a result: any ``Decimal`` in Python, plain decimal text
+    (``usd_text``) in JSON.
+
+    A class rather than ``Annotated[Decimal, PlainSerializer(...)]`` because the MCP SDK builds a
+    tool's output model from ``get_type_hints`` without extras, which drops ``Annotated``
+    metadata on a result's top-level fields.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.decimal_schema(
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                usd_text, return_schema=core_schema.str_schema(), when_used="json"
+            )
+        )
 
 
 class Money(TypeDecorator[Decimal]):
