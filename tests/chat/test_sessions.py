@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import anyio
 import pytest
 
-from chittyos.app import App
+from chittyos.app import App, open_app
 from chittyos.chat import ChatRequest
+from chittyos.errors import InvalidInput
 from tests.chat.conftest import Parts, ask
 from tests.openai_server import OpenAIServer, Reply
 
@@ -135,3 +137,30 @@ async def test_get_without_messages_leaves_them_out(parts: Parts) -> None:
     session = await parts.sessions.create(user_id="hal", session_name="s", initial_system_prompt="Be terse.")
     view = await parts.sessions.get(session.session_id, include_messages=False)
     assert view.messages is None and view.total_messages == 1
+
+
+async def test_a_history_over_the_prompt_bound_sends_its_newest_part_and_says_so(
+    openai_server: OpenAIServer, make_settings: Any
+) -> None:
+    """The session's system prompt and the new message always go; the oldest turns are left out,
+    never reordered, and the stored session keeps everything."""
+    async with open_app(make_settings(chitty_max_prompt_chars=200)) as small:
+        session = await small.sessions.create(user_id="ivy", session_name="Long", initial_system_prompt="Be exact.")
+        turns = [f"question {i} " + "x" * 30 for i in range(6)]
+        for turn in turns:
+            answer = await small.chat.complete(ask(turn, session_id=session.session_id))
+            sent = openai_server.chat_requests()[-1].body["messages"]
+            assert sum(len(m["content"]) for m in sent) <= 200
+            assert sent[0] == {"role": "system", "content": "Be exact."}
+            assert sent[-1] == {"role": "user", "content": turn}
+            assert sent[1]["role"] == "user"  # never an answer without its question
+        assert any("oldest messages" in w and "CHITTY_MAX_PROMPT_CHARS (200)" in w for w in answer.warnings)
+        stored = await small.sessions.get(session.session_id)
+        assert stored.messages is not None and stored.total_messages == 1 + 2 * len(turns)
+        earlier = [m.content for m in stored.messages[1:-2]]  # before the last question
+        kept = [m["content"] for m in sent[1:-1]]
+        assert 0 < len(kept) < len(earlier) and kept == earlier[-len(kept) :]  # the newest, in order
+
+        with pytest.raises(InvalidInput) as too_long:
+            await small.chat.complete(ask("y" * 195, session_id=session.session_id))
+        assert too_long.value.field == "messages" and "system prompt" in too_long.value.rule

@@ -298,4 +298,4 @@ class ChatCompletionView:
     finish_reason: str | None
     request_id: str | None
     warnings: list[str] = field(default_factory=list)
-    """Budget soft-limit warnings, one line each."""
+    """One line each: budget soft-limit warnings; session history left out to fit the bound."""

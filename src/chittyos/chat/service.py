@@ -32,6 +32,7 @@ import anyio
 import structlog
 
 from chittyos.chat.budgets import BudgetService, Hold
+from chittyos.chat.history import fit_history
 from chittyos.chat.models import (
     ANONYMOUS_USER,
     ChatCompletionView,
@@ -79,6 +80,8 @@ class _Call:
     session_key: uuid.UUID | None
     new: tuple[ChatMessage, ...]
     upstream: CompletionRequest
+    notes: tuple[str, ...] = ()
+    """Warnings about the request itself (history left out), returned with the answer."""
 
 
 class ChatService:
@@ -139,12 +142,20 @@ class ChatService:
         user_id = check_identifier("user_id", request.user_id)
         session_key = None if request.session_id is None else parse_uuid("session_id", request.session_id)
         history: tuple[ChatMessage, ...] = ()
+        notes: tuple[str, ...] = ()
         if session_key is not None:
             async with self._uow.read() as session:
-                row, history = await load_history(session, session_key, sealer=self._sealer)
+                row, stored = await load_history(session, session_key, sealer=self._sealer)
             if user_id is not None and user_id != row.user_id:
                 raise InvalidInput("user_id", "must be the session's user_id, or left out", user_id)
             user_id = row.user_id
+            fitted = fit_history(stored, new, max_chars=self._max_chars)
+            history = fitted.messages
+            if fitted.dropped:
+                notes = (
+                    f"session history: the {fitted.dropped} oldest messages ({fitted.dropped_chars} "
+                    f"characters) were not sent, to stay within CHITTY_MAX_PROMPT_CHARS ({self._max_chars})",
+                )
         return _Call(
             user_id=user_id or ANONYMOUS_USER,
             session_key=session_key,
@@ -152,6 +163,7 @@ class ChatService:
             upstream=CompletionRequest(
                 messages=(*history, *new), model=model, max_tokens=max_tokens, temperature=temperature
             ),
+            notes=notes,
         )
 
     async def _run(
@@ -248,7 +260,7 @@ class ChatService:
             price_source=recorded.cost.source,
             finish_reason=completion.finish_reason,
             request_id=completion.request_id,
-            warnings=warnings,
+            warnings=[*call.notes, *warnings],
         )
 
     async def _after_failure(
