@@ -50,7 +50,7 @@ from chittyos.execution import ExecutionService
 from chittyos.llm.openai_provider import OpenAIProvider
 from chittyos.llm.pricing import PriceBook
 from chittyos.llm.selection import ProviderSelector
-from chittyos.signing import OpenPGPSigner, Sealer, kill_agent, open_sealer, open_signer
+from chittyos.signing import OpenPGPSigner, Sealer, open_sealer, open_signer
 from chittyos.tiers import StandardTier, TierRegistry
 
 __all__ = ["App", "open_app", "sealed_columns"]
@@ -181,7 +181,8 @@ async def open_app(settings: Settings, *, background: bool = False) -> AsyncIter
             await openai.aclose()
         await engine.dispose()
         if signer is not None:
-            await anyio.to_thread.run_sync(kill_agent, signer.gnupghome)
+            # stops the agent only if no other process on this data directory still signs
+            await anyio.to_thread.run_sync(signer.close)
 
 
 def _openai_provider(settings: Settings) -> OpenAIProvider | None:

@@ -9,6 +9,13 @@ Choosing the key, ``OpenPGPSigner.open(gnupghome=..., key_id=..., private_key_ar
        passphrase is made now (under a lock, so two starts make one key) and reused next time
     4. a self-test signature proves that gpg can sign with the key without a passphrase
 
+Many processes, one home (issue 5): an open signer holds the home's gpg-agent and ``close()``
+stops the agent only when no other signer, in any process, still uses it; key creation and
+import run under one setup lock (``gpghome`` has the rules). ``sign`` retries, a few times and
+briefly, only failures that gpg reports as a broken or refused connection to the agent; any
+other failure, and the last transient one, is a ``ConfigurationError`` carrying gpg's own
+message and error code.
+
 What ``verify`` calls valid: exactly one binary-mode (class 00) signature, by a key in the
 keyring used, not expired or revoked, over exactly ``data``. The keyring used is the server's,
 or, when ``public_key`` is given, a throwaway home holding only that key (the server keyring is
@@ -32,17 +39,16 @@ or an error message.
 
 from __future__ import annotations
 
-import time
-
 import contextlib
-import fcntl
 import functools
 import hashlib
 import os
+import random
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +59,15 @@ import gnupg
 import structlog
 
 from chittyos.errors import ConfigurationError, InvalidInput
+from chittyos.signing.gpghome import (
+    GPG_TIMEOUT_S,
+    AgentHold,
+    GpgFailure,
+    kill_agent,
+    run_sign,
+    setup_lock,
+    write_agent_conf,
+)
 from chittyos.signing.keyfiles import make_private_dir, read_secret_file
 
 __all__ = [
@@ -64,19 +79,27 @@ __all__ = [
     "verify_detached",
 ]
 
-_SIGN_RETRY_PAUSES_S = (0.05, 0.2, 0.5)
-"""Pauses between attempts to sign when gpg fails (agent contention); then one last try."""
+_SIGN_RETRY_PAUSES_S = (0.05, 0.2, 0.5, 1.0)
+"""Pauses (each scaled by 0.5-1.5 at random) before the retries of a transient failure."""
 
 log = structlog.get_logger("chittyos.signing")
 
 DEFAULT_USER_ID = "ChittyOS signing key"
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes with the terminating NUL
 _LONGEST_SOCKET = "/S.gpg-agent.browser"
-# never prompt (a passphrase-protected key fails instead of hanging), never fetch keys, and
-# treat every key in the keyring as trusted (see the module docstring)
-_COMMON_OPTIONS = ["--pinentry-mode", "error", "--trust-model", "always", "--no-auto-key-retrieve"]
+# never prompt (a passphrase-protected key fails instead of hanging), never fetch keys, treat
+# every key in the keyring as trusted (see the module docstring), and so never check or rebuild
+# the trust database either (that would write it, under its lock, from a sign or a verify)
+_COMMON_OPTIONS = [
+    "--pinentry-mode",
+    "error",
+    "--trust-model",
+    "always",
+    "--no-auto-check-trustdb",
+    "--no-auto-key-retrieve",
+]
 _SELF_TEST = b"chittyos openpgp self-test"
-_GPG_TIMEOUT = 60.0  # seconds; only for the subprocesses we run ourselves
+_GPG_TIMEOUT = GPG_TIMEOUT_S  # seconds; only for the subprocesses we run ourselves
 
 
 @dataclass(frozen=True)
@@ -111,6 +134,7 @@ class OpenPGPSigner:
         self._signing_fingerprints = _key_fingerprints(self._gpg, fingerprint)
         self._key_variable = "PGP_KEY_ID"
         self._public_key: str | None = None
+        self._hold: AgentHold | None = None
 
     @classmethod
     def open(
@@ -125,15 +149,37 @@ class OpenPGPSigner:
         """Choose (import, pick or create) the signing key in ``gnupghome`` and self-test it.
 
         Precondition: ``gnupghome`` is short (see ``short_gnupghome``); it is created 0700.
-        Raises ``ConfigurationError`` naming PGP_PRIVATE_KEY, PGP_KEY_ID or CHITTY_DATA_DIR.
+        The signer holds the home's gpg-agent until ``close``. Raises ``ConfigurationError``
+        naming PGP_PRIVATE_KEY, PGP_KEY_ID or CHITTY_DATA_DIR.
         """
         _require_gpg(gpg_binary)
         make_private_dir(gnupghome, variable="CHITTY_DATA_DIR")
         _check_socket_room(gnupghome)
+        hold = AgentHold.acquire(gnupghome)
+        try:
+            signer = cls._choose_key(gnupghome, key_id, private_key_armored, user_id, gpg_binary)
+            signer._hold = hold
+            signer._self_test()
+        except BaseException:
+            hold.release()
+            raise
+        return signer
+
+    @classmethod
+    def _choose_key(
+        cls,
+        gnupghome: Path,
+        key_id: str | None,
+        private_key_armored: str | None,
+        user_id: str,
+        gpg_binary: str,
+    ) -> OpenPGPSigner:
         gpg = _new_gpg(gpg_binary, gnupghome, [])
+        write_agent_conf(gnupghome, gpg.version)
         if private_key_armored is not None:
             variable = "PGP_PRIVATE_KEY"
-            imported = _import_secret_keys(gpg_binary, gnupghome, private_key_armored)
+            with setup_lock(gnupghome):  # N processes starting together import one after another
+                imported = _import_secret_keys(gpg_binary, gnupghome, private_key_armored)
             if key_id is None:
                 if len(imported) != 1:
                     raise ConfigurationError(
@@ -151,17 +197,20 @@ class OpenPGPSigner:
             fingerprint = _only_or_new_key(gpg, gnupghome, user_id)
         signer = cls(gnupghome=gnupghome, fingerprint=fingerprint, gpg_binary=gpg_binary)
         signer._key_variable = variable
-        signature, problem = signer._try_sign(_SELF_TEST)
+        return signer
+
+    def _self_test(self) -> None:
+        variable, fingerprint = self._key_variable, self._fingerprint
+        signature, problem = self._try_sign(_SELF_TEST)
         if signature is None:
             raise ConfigurationError(
                 f"{variable}: self-test: gpg cannot sign with key {fingerprint} ({problem}); the key "
                 "must be able to sign, be unexpired and unrevoked, and have no passphrase "
-                f"(remove one with `gpg --homedir {gnupghome} --passwd {fingerprint}`)"
+                f"(remove one with `gpg --homedir {self._home} --passwd {fingerprint}`)"
             )
-        check = signer.verify(_SELF_TEST, signature)
+        check = self.verify(_SELF_TEST, signature)
         if not check.valid:
             raise ConfigurationError(f"{variable}: self-test signature of key {fingerprint}: {check.reason}")
-        return signer
 
     @property
     def fingerprint(self) -> str:
@@ -187,7 +236,8 @@ class OpenPGPSigner:
         """A detached, ASCII-armored, binary-mode signature over ``data``.
 
         Raises ``InvalidInput`` when ``data`` is not bytes; ``ConfigurationError`` when gpg
-        cannot sign with the key (deleted, expired, passphrase, agent unreachable).
+        cannot sign with the key (deleted, expired, passphrase) or the agent stays unreachable
+        after the retries; its message carries gpg's own words and error code.
         """
         signature, problem = self._try_sign(_as_bytes(data))
         if signature is None:
@@ -197,31 +247,32 @@ class OpenPGPSigner:
         return signature
 
     def _try_sign(self, payload: bytes) -> tuple[str | None, str]:
-        # Several processes on one data directory (a server and `chittyos exec`, or many stdio
-        # servers) share one gpg-agent; while it starts or is busy, gpg can fail a signature it
-        # makes a moment later. A few short retries separate that from a key that cannot sign.
-        problem = ""
-        for pause in _SIGN_RETRY_PAUSES_S:
-            signature, problem = self._sign_once(payload)
+        """The signature, or None and why: gpg's reason, with the attempts when it retried."""
+        # Retried: only a broken or refused connection to the agent (it was being stopped or
+        # started by someone else, or ran short of memory); a key that cannot sign fails at once.
+        attempt = 0
+        while True:
+            attempt += 1
+            signature, failure, problem = self._sign_once(payload)
             if signature is not None:
+                if attempt > 1:
+                    log.info("pgp_sign_retried", attempts=attempt, fingerprint=self._fingerprint)
                 return signature, ""
-            time.sleep(pause)
-        return self._sign_once(payload)
+            if failure is None or not failure.transient or attempt > len(_SIGN_RETRY_PAUSES_S):
+                return None, problem + (f"; {attempt} attempts" if attempt > 1 else "")
+            # scaled at random so that processes failed by the same event do not retry in step
+            time.sleep(_SIGN_RETRY_PAUSES_S[attempt - 1] * random.uniform(0.5, 1.5))
 
-    def _sign_once(self, payload: bytes) -> tuple[str | None, str]:
-        result = self._gpg.sign(
-            payload,
-            detach=True,
-            clearsign=False,
-            binary=False,
-            extra_args=["--local-user", self._fingerprint],
-        )
-        if result.status != "signature created" or result.type != "D" or not result.data:
-            return None, f"{result.status or 'no signature'}, gpg exit {result.returncode}"
-        if result.fingerprint not in self._signing_fingerprints:
+    def _sign_once(self, payload: bytes) -> tuple[str | None, GpgFailure | None, str]:
+        outcome = run_sign(self._gpg_binary, self._home, self._fingerprint, payload, _COMMON_OPTIONS)
+        if outcome.failure is not None:
+            return None, outcome.failure, outcome.failure.describe()
+        if not outcome.binary_detached:
+            return None, None, "gpg made a signature that is not a detached binary-document one"
+        if outcome.signed_by not in self._signing_fingerprints:
             # --local-user should make this impossible; a signature by another key is never returned.
-            return None, f"gpg signed with key {result.fingerprint} instead"
-        return bytes(result.data).decode("ascii"), ""
+            return None, None, f"gpg signed with key {outcome.signed_by} instead"
+        return outcome.signature, None, ""
 
     def verify(self, data: bytes, signature: str, public_key: str | None = None) -> SignatureCheck:
         """Check a detached signature over ``data``.
@@ -243,6 +294,20 @@ class OpenPGPSigner:
     ) -> SignatureCheck:
         """``verify`` in a worker thread, off the event loop."""
         return await anyio.to_thread.run_sync(functools.partial(self.verify, data, signature, public_key))
+
+    def close(self) -> None:
+        """Release this signer's hold on the home's gpg-agent; stop the agent when no other signer
+        (in this process or another) still uses it. Idempotent; never raises. Signing after
+        ``close`` still works (gpg restarts the agent) but no longer keeps it alive."""
+        if self._hold is not None:
+            hold, self._hold = self._hold, None
+            hold.release()
+
+    def __enter__(self) -> OpenPGPSigner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"OpenPGPSigner(fingerprint={self._fingerprint!r}, gnupghome={str(self._home)!r})"
@@ -311,17 +376,6 @@ def short_gnupghome(data_dir: Path) -> Path:
             "a shorter CHITTY_DATA_DIR"
         )
     raise ConfigurationError(f"CHITTY_DATA_DIR: could not create the short GNUPGHOME link {link}")
-
-
-def kill_agent(gnupghome: Path, *, gpgconf_binary: str = "gpgconf") -> None:
-    """Stop every gpg daemon (agent, dirmngr, ...) serving ``gnupghome``; never raises."""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            [gpgconf_binary, "--homedir", str(gnupghome), "--kill", "all"],
-            capture_output=True,
-            timeout=_GPG_TIMEOUT,
-            check=False,
-        )
 
 
 def read_private_key_file(path: Path) -> str:
@@ -512,51 +566,77 @@ def _import_secret_keys(gpg_binary: str, home: Path, armored_text: str) -> tuple
 
 
 def _find_secret_key(gpg: _GPG, key_id: str, home: Path) -> str:
-    keys = gpg.list_keys(secret=True, keys=[key_id]) if key_id.strip() else []
+    keys = _secret_keys(gpg, home, key_id) if key_id.strip() else []
     if not keys:
         raise ConfigurationError(
             f"PGP_KEY_ID: no secret key matching {key_id!r} in the keyring at {home}; "
             "import it (PGP_PRIVATE_KEY) or unset PGP_KEY_ID"
         )
     if len(keys) > 1:
-        found = ", ".join(k["fingerprint"] for k in keys)
         raise ConfigurationError(
-            f"PGP_KEY_ID: {key_id!r} matches {len(keys)} secret keys ({found}); use a fingerprint"
+            f"PGP_KEY_ID: {key_id!r} matches {len(keys)} secret keys ({', '.join(keys)}); use a fingerprint"
         )
-    return str(keys[0]["fingerprint"])
+    return keys[0]
 
 
 def _only_or_new_key(gpg: _GPG, home: Path, user_id: str) -> str:
-    # The lock makes "look, then create" one step, so two processes starting together make one key.
-    with open(home / ".chitty-keygen.lock", "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        keys = gpg.list_keys(secret=True)
-        if len(keys) == 1:
-            return str(keys[0]["fingerprint"])
-        if len(keys) > 1:
-            found = ", ".join(k["fingerprint"] for k in keys)
-            raise ConfigurationError(
-                f"PGP_KEY_ID: the keyring at {home} holds {len(keys)} secret keys ({found}); "
-                "set PGP_KEY_ID to the one to sign with"
-            )
-        params = (
-            "Key-Type: EDDSA\nKey-Curve: ed25519\nKey-Usage: sign\n"
-            f"Name-Real: {user_id}\nExpire-Date: 0\n%no-protection\n%commit\n"
+    # Most starts find the key and need no lock; the lock makes "look, then create" one step,
+    # so N processes starting together on an empty home make exactly one key.
+    keys = _secret_keys(gpg, home)
+    if not keys:
+        with setup_lock(home):
+            keys = _secret_keys(gpg, home)
+            if not keys:
+                return _create_key(gpg, home, user_id)
+    if len(keys) > 1:
+        raise ConfigurationError(
+            f"PGP_KEY_ID: the keyring at {home} holds {len(keys)} secret keys ({', '.join(keys)}); "
+            "set PGP_KEY_ID to the one to sign with"
         )
-        result = gpg.gen_key(params)
-        if not result.fingerprint:
-            tail = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
-            raise ConfigurationError(
-                f"CHITTY_DATA_DIR: gpg could not create a signing key in {home}: {tail[0][:200]}"
-            )
-        log.info("pgp_signing_key_created", fingerprint=result.fingerprint, gnupghome=str(home))
-        return str(result.fingerprint)
+    return keys[0]
+
+
+def _create_key(gpg: _GPG, home: Path, user_id: str) -> str:
+    params = (
+        "Key-Type: EDDSA\nKey-Curve: ed25519\nKey-Usage: sign\n"
+        f"Name-Real: {user_id}\nExpire-Date: 0\n%no-protection\n%commit\n"
+    )
+    result = gpg.gen_key(params)
+    if not result.fingerprint:
+        tail = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        raise ConfigurationError(
+            f"CHITTY_DATA_DIR: gpg could not create a signing key in {home}: {tail[0][:200]}"
+        )
+    log.info("pgp_signing_key_created", fingerprint=result.fingerprint, gnupghome=str(home))
+    return str(result.fingerprint)
+
+
+def _secret_keys(gpg: _GPG, home: Path, pattern: str | None = None) -> list[str]:
+    """Primary fingerprints of the keyring's keys whose private part is in ``home``.
+
+    Read from the public keyring and ``private-keys-v1.d/<keygrip>.key`` (where gpg-agent keeps
+    private keys, gpg-agent(1)), not from ``gpg --list-secret-keys``: that asks the agent, and
+    when the connection to it breaks it lists no secret key and still exits 0, which would make
+    a second key. Raises ``ConfigurationError`` when the keyring cannot be read.
+    """
+    listing = gpg.list_keys(secret=False, keys=[pattern] if pattern else None)
+    if pattern is None and listing.returncode != 0:
+        raise ConfigurationError(
+            f"CHITTY_DATA_DIR: gpg could not list the keyring at {home} (gpg exit {listing.returncode})"
+        )
+    private = home / "private-keys-v1.d"
+    found = []
+    for key in listing:
+        grips = [key.get("keygrip"), *(sub[3] for sub in key.get("subkeys", []) if len(sub) > 3)]
+        if any(grip and (private / f"{grip}.key").is_file() for grip in grips):
+            found.append(str(key["fingerprint"]))
+    return found
 
 
 def _key_fingerprints(gpg: _GPG, fingerprint: str) -> frozenset[str]:
     """The primary and subkey fingerprints of ``fingerprint``: what SIG_CREATED may name."""
     found = {fingerprint}
-    for key in gpg.list_keys(secret=True, keys=[fingerprint]):
+    for key in gpg.list_keys(secret=False, keys=[fingerprint]):
         found.add(key["fingerprint"])
         found.update(sub[2] for sub in key.get("subkeys", []) if sub[2])
     return frozenset(found)
