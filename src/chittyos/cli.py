@@ -185,7 +185,7 @@ def claude_config() -> None:
 def keys_init() -> None:
     """Create (or load) the signing and encryption keys in the data directory; print what is in use."""
     from chittyos.chain import load_or_create_log_key
-    from chittyos.signing import kill_agent, open_sealer, open_signer
+    from chittyos.signing import open_sealer, open_signer
 
     settings = _settings()
     settings.chitty_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -195,7 +195,7 @@ def keys_init() -> None:
         log_key = load_or_create_log_key(settings.chitty_data_dir, settings.chitty_log_origin)
     except ChittyError as exc:
         raise _fail(exc) from None
-    kill_agent(signer.gnupghome)
+    signer.close()  # a server on this data directory keeps its agent
     typer.echo(f"openpgp signing key   {signer.fingerprint}")
     typer.echo(f"chain verifier key    {log_key.verifier().to_vkey()}")
     created = " (created now: back it up)" if sealing.created else ""
@@ -205,14 +205,14 @@ def keys_init() -> None:
 @keys_app.command("export")
 def keys_export() -> None:
     """Print the OpenPGP public key (armored), for verifying signatures offline."""
-    from chittyos.signing import kill_agent, open_signer
+    from chittyos.signing import open_signer
 
     settings = _settings()
     try:
         signer = open_signer(settings)
     except ChittyError as exc:
         raise _fail(exc) from None
-    kill_agent(signer.gnupghome)
+    signer.close()  # a server on this data directory keeps its agent
     typer.echo(signer.export_public_key(), nl=False)
 
 
@@ -377,17 +377,11 @@ def chain_checkpoint() -> None:
 
 
 def _budget_json(view: Any) -> dict[str, Any]:
-    """A BudgetView as JSON: USD amounts as decimal strings, times as ISO 8601 UTC."""
-    from dataclasses import asdict
-    from datetime import datetime
-    from decimal import Decimal
+    """A BudgetView as the MCP tools show it: USD amounts as plain decimal strings, times as
+    ISO 8601 UTC."""
+    from pydantic import TypeAdapter
 
-    def shown(value: Any) -> Any:
-        if isinstance(value, datetime):
-            return value.isoformat()
-        return str(value) if isinstance(value, Decimal) else value
-
-    return {k: shown(v) for k, v in asdict(view).items()}
+    return TypeAdapter(type(view)).dump_python(view, mode="json")
 
 
 def main() -> None:

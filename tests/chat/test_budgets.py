@@ -257,7 +257,7 @@ def test_the_budget_cli_sets_and_shows_budgets(
         env=settings_for_cli,
     )
     assert set_.exit_code == 0, set_.output
-    assert '"limit_usd": "10.0000000000"' in set_.output and '"model": "gpt-4o"' in set_.output
+    assert '"limit_usd": "10"' in set_.output and '"model": "gpt-4o"' in set_.output
     runner.invoke(
         cli, ["budget", "set", "--user", "tess", "--limit", "25.5", "--window", "total"], env=settings_for_cli
     )
