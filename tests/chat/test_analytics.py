@@ -106,7 +106,8 @@ async def test_totals_per_model_and_unpriced_calls_are_counted_not_hidden(app: A
         == report.total_tokens.prompt_tokens + report.total_tokens.completion_tokens
     )
     models = {m.model: m for m in report.by_model}
-    assert models["llama-local-7b"].unpriced_calls == 1 and models["llama-local-7b"].cost_usd == 0
+    # a model none of whose calls has a price shows no cost, not a silent 0
+    assert models["llama-local-7b"].unpriced_calls == 1 and models["llama-local-7b"].cost_usd is None
     assert models["gpt-4o"].calls == 3
     # one session (created Jan 31), its system prompt + 5 questions and 5 answers
     assert (report.total_sessions, report.total_messages) == (1, 11)

@@ -60,6 +60,22 @@ CASES: list[tuple[str, Case, str]] = [
         "tokens_used",
     ),
     ("negative budget", lambda p, s: p.budgets.set(user_id="u", limit_usd=-1, window="month"), "limit_usd"),
+    (
+        "budget below a 1e-10 USD step",
+        lambda p, s: p.budgets.set(user_id="u", limit_usd="0.00000000001", window="month"),
+        "limit_usd",
+    ),
+    (
+        "cost below a 1e-10 USD step",
+        lambda p, s: p.sessions.add_message(session_id=s, role="user", content="x", cost="1e-30"),
+        "cost",
+    ),
+    ("model with a trailing space", lambda p, s: p.chat.complete(ask("x", model="gpt-4o ")), "model"),
+    (
+        "session name with a bidi override",
+        lambda p, s: p.sessions.create(user_id="u", session_name="u\u202eevil\u200b"),
+        "session_name",
+    ),
     ("unknown window", lambda p, s: p.budgets.set(user_id="u", limit_usd=1, window="year"), "window"),
     (
         "soft ratio above 1",

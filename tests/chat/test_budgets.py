@@ -21,7 +21,7 @@ from chittyos.chat import estimate_prompt_tokens
 from chittyos.cli import app as cli
 from chittyos.config import Settings
 from chittyos.db.models import SecureExecution
-from chittyos.errors import BudgetExceeded, RateLimited
+from chittyos.errors import BudgetExceeded, InvalidInput, RateLimited
 from chittyos.execution import ExecutionRequest
 from chittyos.llm import ChatMessage
 from tests.chat.conftest import Clock, Parts, ask, build_parts, usage_rows, worst_case_of
@@ -139,6 +139,32 @@ async def test_a_model_budget_and_an_all_models_budget_both_apply(
     views = {v.model: v for v in await parts.budgets.show("lee")}
     assert views[None].spent_usd == result.cost_usd and views["gpt-4o"].spent_usd == 0
     assert views[None].resets_at is None
+
+
+async def test_a_model_budget_covers_every_name_of_its_model(
+    parts: Parts, openai_server: OpenAIServer
+) -> None:
+    """Spelling the model differently (case, a dated snapshot) is no way around its budget."""
+    await parts.chat.complete(ask(QUESTION, model="gpt-4o-2024-08-06", user_id="kim"))
+    view = await parts.budgets.set(user_id="kim", limit_usd=Decimal(1), window="total", model="GPT-4o")
+    assert view.model == "gpt-4o" and view.spent_usd > 0  # earlier spend under the dated name counts
+    await parts.budgets.set(user_id="kim", limit_usd=view.spent_usd, window="total", model="gpt-4o")
+    for name in ("gpt-4o", "GPT-4o", "gpt-4o-2024-08-06"):
+        with pytest.raises(BudgetExceeded, match="for gpt-4o"):
+            await parts.chat.complete(ask(QUESTION, model=name, user_id="kim"))
+    await parts.chat.complete(ask(QUESTION, model="gpt-4o-mini", user_id="kim"))  # another model
+    assert len(await parts.budgets.show("kim")) == 1
+    await parts.budgets.remove(user_id="kim", model="GPT-4o-2024-08-06")
+    assert await parts.budgets.show("kim") == []
+
+
+@pytest.mark.parametrize("ratio", ["-0.1", "0", "1.5", "abc", "NaN", True])
+async def test_a_soft_limit_ratio_outside_0_to_1_is_refused_as_a_ratio(parts: Parts, ratio: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        await parts.budgets.set(user_id="rae", limit_usd=Decimal(1), window="day", soft_limit_ratio=ratio)
+    assert refused.value.field == "soft_limit_ratio" and "at most 1" in refused.value.rule
+    assert "USD" not in str(refused.value)
+    assert await parts.budgets.show("rae") == []
 
 
 async def test_under_a_budget_a_model_without_a_price_is_refused_not_run_unmetered(

@@ -61,7 +61,8 @@ class ModelUsage:
     unpriced_calls: int
     """Calls whose cost is not known; not in cost_usd."""
     tokens: TokenTotals
-    cost_usd: Usd
+    cost_usd: Usd | None
+    """USD of the calls whose cost is known; None when none of them is."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ class PeriodUsage:
     failed_calls: int
     unpriced_calls: int
     tokens: TokenTotals
-    cost_usd: Usd
+    cost_usd: Usd | None
+    """USD of the calls whose cost is known; None when none of them is."""
     models: list[ModelUsage]
 
 
@@ -94,8 +96,8 @@ class UsageReport:
     """Calls that got no usable answer (part of ``total_calls``)."""
     unpriced_calls: int
     total_tokens: TokenTotals
-    total_cost: Usd
-    """USD over the calls whose cost is known."""
+    total_cost: Usd | None
+    """USD over the calls whose cost is known; None when there were calls and none is known."""
     breakdown: list[PeriodUsage]
     """Periods that had calls, oldest first."""
     by_model: list[ModelUsage]
@@ -224,7 +226,7 @@ class UsageAnalytics:
                     failed_calls=failed,
                     unpriced_calls=unpriced,
                     tokens=TokenTotals(prompt, completion, cached, prompt + completion),
-                    cost_usd=to_money(costs[(period, model)]),
+                    cost_usd=None if unpriced == calls else to_money(costs[(period, model)]),
                 ),
             )
             for (period, model), (calls, failed, unpriced, prompt, completion, cached) in periods.items()
@@ -270,8 +272,15 @@ def _sum_fields(usages: list[ModelUsage]) -> dict[str, Any]:
         "tokens": TokenTotals(
             prompt, completion, sum(u.tokens.cached_tokens for u in usages), prompt + completion
         ),
-        "cost_usd": to_money(sum((u.cost_usd for u in usages), Decimal(0))),
+        "cost_usd": _known_cost(usages),
     }
+
+
+def _known_cost(usages: list[ModelUsage]) -> Decimal | None:
+    """USD of the calls whose cost is known; None when there were calls and none is known
+    (never a silent 0)."""
+    known = [u.cost_usd for u in usages if u.cost_usd is not None]
+    return None if usages and not known else to_money(sum(known, Decimal(0)))
 
 
 def _parse_date(field: str, value: str | date) -> date:

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import structlog
-from sqlalchemy import delete, func, literal, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,7 +37,6 @@ from chittyos.db.models import (
     ALL_MODELS,
     BUDGET_WINDOWS,
     Budget,
-    Money,
     UsageRecord,
     Usd,
     to_money,
@@ -53,6 +52,19 @@ log = structlog.get_logger("chittyos.budgets")
 DEFAULT_SOFT_LIMIT_RATIO = Decimal("0.8")
 _SWEEP_EVERY = 64
 _ZERO = to_money(0)
+
+
+def _parse_ratio(field: str, value: object) -> Decimal:
+    """A share above 0 and at most 1 (Decimal, int or decimal string). Raises ``InvalidInput``."""
+    ratio = None
+    if isinstance(value, int | float | str | Decimal) and not isinstance(value, bool):
+        try:
+            ratio = Decimal(str(value))
+        except ArithmeticError:
+            pass
+    if ratio is None or not ratio.is_finite() or not (0 < ratio <= 1):
+        raise InvalidInput(field, "must be a number above 0 and at most 1", str(value))
+    return to_money(ratio)
 
 
 def usd(amount: Decimal) -> str:
@@ -128,20 +140,30 @@ class BudgetService:
         limit = parse_money("limit_usd", limit_usd, required=True)
         if window not in BUDGET_WINDOWS:
             raise InvalidInput("window", f"must be one of {', '.join(BUDGET_WINDOWS)}", window)
-        soft = parse_money("soft_limit_ratio", soft_limit_ratio, required=True)
-        assert limit is not None and soft is not None
-        if not (0 < soft <= 1):
-            raise InvalidInput("soft_limit_ratio", "must be above 0 and at most 1", str(soft_limit_ratio))
+        assert limit is not None
+        soft = _parse_ratio("soft_limit_ratio", soft_limit_ratio)
         at = self._clock()
         start = window_start(window, at)
+        if model is not None:
+            model = self._pricer.model_key(model)  # "GPT-4o" and "gpt-4o-2024-08-06" are gpt-4o
         scope = model or ALL_MODELS
         async with self._uow.begin() as session:
-            spent_query = select(
-                func.coalesce(func.sum(UsageRecord.cost_usd), literal(_ZERO, Money()))
-            ).where(UsageRecord.user_id == user_id, UsageRecord.created_at >= start)
-            if model is not None:
-                spent_query = spent_query.where(UsageRecord.requested_model == model)
-            spent = to_money(await session.scalar(spent_query) or 0)
+            # Spend so far in the window, under every name of the model ("GPT-4o", dated ids).
+            spent_query = (
+                select(UsageRecord.requested_model, func.sum(UsageRecord.cost_usd))
+                .where(UsageRecord.user_id == user_id, UsageRecord.created_at >= start)
+                .group_by(UsageRecord.requested_model)
+            )
+            spent = to_money(
+                sum(
+                    (
+                        cost or _ZERO
+                        for requested, cost in await session.execute(spent_query)
+                        if model is None or self._pricer.model_key(requested) == model
+                    ),
+                    _ZERO,
+                )
+            )
             values: dict[str, Any] = {
                 "limit_usd": limit,
                 "window_kind": window,
@@ -165,7 +187,10 @@ class BudgetService:
         """Delete a budget (and its holds). Raises ``NotFound`` when there is none."""
         async with self._uow.begin() as session:
             result = await session.execute(
-                delete(Budget).where(Budget.user_id == user_id, Budget.model == (model or ALL_MODELS))
+                delete(Budget).where(
+                    Budget.user_id == user_id,
+                    Budget.model == (ALL_MODELS if model is None else self._pricer.model_key(model)),
+                )
             )
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 raise NotFound("budget", f"of user {user_id!r} for {model or 'all models'}")
@@ -214,7 +239,9 @@ class BudgetService:
         held) when a budget would pass its limit, or when the model has no known price.
         """
         at = self._clock()
-        budgets = (await session.execute(sql.LOCK_BUDGETS, {"b_user": user_id, "b_model": model})).all()
+        budgets = (
+            await session.execute(sql.LOCK_BUDGETS, {"b_user": user_id, "b_model": self._pricer.model_key(model)})
+        ).all()
         if not budgets:
             return None
         worst_one = self._pricer.worst_case(
@@ -295,7 +322,7 @@ class BudgetService:
                 sql.SETTLE,
                 {
                     "b_user": user_id,
-                    "b_model": model,
+                    "b_model": self._pricer.model_key(model),
                     "day_start": window_start("day", at),
                     "month_start": window_start("month", at),
                     "charge": to_money(charge),

@@ -56,6 +56,10 @@ class CallPricer:
     def base_url(self, provider: str) -> str | None:
         return self._base_urls.get(provider)
 
+    def model_key(self, model: str) -> str:
+        """The name budgets match ``model`` under (``PriceBook.model_key``)."""
+        return self._prices.model_key(model)
+
     def cost(
         self, *, model: str, provider: str, usage: TokenUsage | None, at: datetime, estimated: bool = False
     ) -> CallCost:

@@ -8,6 +8,7 @@ aware UTC.
 from __future__ import annotations
 
 import math
+import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
 from chittyos.chat.sealing import ChatSealer
-from chittyos.db.models import ChatSession, ChatSessionMessage, Usd, to_money
+from chittyos.db.models import MONEY_PLACES, ChatSession, ChatSessionMessage, Usd, to_money
 from chittyos.errors import InvalidInput
 from chittyos.llm import ROLES, ChatMessage
 
@@ -47,7 +48,8 @@ Role = Literal["system", "user", "assistant"]
 
 
 def check_identifier(field: str, value: object, *, required: bool = False) -> str | None:
-    """A user id, model or name: a non-empty string of at most 255 characters, no control chars."""
+    """A user id, model or name: a non-empty string of at most 255 characters, without surrounding
+    whitespace, control or invisible formatting characters. Raises ``InvalidInput``."""
     if value is None:
         if required:
             raise InvalidInput(field, "is required")
@@ -58,8 +60,11 @@ def check_identifier(field: str, value: object, *, required: bool = False) -> st
         raise InvalidInput(
             field, f"must be at most {MAX_IDENTIFIER_CHARS} characters", f"{len(value)} characters"
         )
-    if any(ord(c) < 32 for c in value):
-        raise InvalidInput(field, "must not contain control characters")
+    if value != value.strip():
+        raise InvalidInput(field, "must not start or end with whitespace", value)
+    # Control and format characters (bidi overrides, zero-width) make two ids look alike.
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in value):
+        raise InvalidInput(field, "must not contain control or invisible formatting characters")
     return value
 
 
@@ -82,16 +87,19 @@ def parse_money(field: str, value: object, *, required: bool = False) -> Decimal
             raise InvalidInput(field, "is required")
         return None
     rule = "must be a non-negative amount of USD"
+    shown = str(value)  # the caller's text, not Decimal('...')
     if isinstance(value, bool):
-        raise InvalidInput(field, rule, value)
+        raise InvalidInput(field, rule, shown)
     try:
-        amount = Decimal(str(value)) if isinstance(value, float | int | str) else value
+        amount = Decimal(shown) if isinstance(value, float | int | str) else value
     except (InvalidOperation, ValueError):
-        raise InvalidInput(field, rule, value) from None
+        raise InvalidInput(field, rule, shown) from None
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
-        raise InvalidInput(field, rule, value)
+        raise InvalidInput(field, rule, shown)
     if amount > MAX_USD:
-        raise InvalidInput(field, f"must be at most {MAX_USD} USD", value)
+        raise InvalidInput(field, f"must be at most {MAX_USD} USD", shown)
+    if to_money(amount) != amount:  # rounding would silently change it (1e-11 would become 0)
+        raise InvalidInput(field, f"must have at most {MONEY_PLACES} decimal places", shown)
     return to_money(amount)
 
 

@@ -25,6 +25,7 @@ tokens; ``cached_input_per_mtok`` defaults to ``input_per_mtok``::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -183,6 +184,15 @@ class PriceBook:
         usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=max_tokens, cached_tokens=0)
         return self.price(model, usage, at or datetime.now(UTC), provider_base_url).cost_usd
 
+    def model_key(self, model: str) -> str:
+        """The name under which budgets match ``model``: the override file's entry, else the
+        genai-prices model id (so ``GPT-4o`` and ``gpt-4o-2024-08-06`` are both ``gpt-4o``), else
+        the name trimmed and lower-cased."""
+        name = model.strip().lower()
+        if name in self._overrides:
+            return name
+        return _genai_model_id(name) or name
+
     def _free_match(self, base_url: str) -> str | None:
         url = _normalize_url(base_url)
         for free in self._free:
@@ -231,6 +241,17 @@ def _genai_price(
         return None, f"genai-prices could not price it: {exc}"
     version = f"{genai_prices.__version__}:{calc.provider.id}/{calc.model.id}"
     return CostQuote(calc.total_price, "priced", _genai_source(), version), ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _genai_model_id(model: str) -> str | None:
+    """genai-prices' id of the model ``model`` names (its default provider match), or None."""
+    import genai_prices
+
+    try:
+        return genai_prices.calc_price(genai_prices.Usage(input_tokens=0), model).model.id
+    except (LookupError, ValueError):
+        return None
 
 
 # -- the override file -------------------------------------------------------------------------
