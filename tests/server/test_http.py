@@ -63,17 +63,28 @@ async def test_health_reports_version_and_database_round_trip(make_settings: Any
 
 
 async def test_health_is_degraded_when_the_schema_is_not_at_head(app: App) -> None:
-    async with app.engine.begin() as conn:
-        await conn.execute(text("UPDATE alembic_version SET version_num = '0001_foundation'"))
-    report = await app.health()
-    assert report["status"] == "degraded"
-    assert report["database"]["reachable"] is True
-    assert report["database"]["schema_revision"] == "0001_foundation"
-    async with app.engine.begin() as conn:
-        await conn.execute(text("DROP TABLE alembic_version"))
-    report = await app.health()
-    assert report["status"] == "degraded" and report["database"]["reachable"] is True
-    assert report["database"]["schema_revision"] is None
+    """The PostgreSQL test database is shared by the session: put its schema back afterwards."""
+    head = app.schema_head
+    try:
+        async with app.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0001_foundation'"))
+        report = await app.health()
+        assert report["status"] == "degraded"
+        assert report["database"]["reachable"] is True
+        assert report["database"]["schema_revision"] == "0001_foundation"
+        async with app.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE alembic_version RENAME TO alembic_version_away"))
+        try:
+            report = await app.health()
+        finally:
+            async with app.engine.begin() as conn:
+                await conn.execute(text("ALTER TABLE alembic_version_away RENAME TO alembic_version"))
+        assert report["status"] == "degraded" and report["database"]["reachable"] is True
+        assert report["database"]["schema_revision"] is None
+    finally:
+        async with app.engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = :head"), {"head": head})
+    assert (await app.health())["status"] == "ok"
 
 
 async def test_a_foreign_host_header_is_refused(make_settings: Any) -> None:
