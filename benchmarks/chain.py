@@ -2,7 +2,8 @@
 
 Measures, on SQLite and on PostgreSQL:
   (a) appends per second with 1, 4 and 16 concurrent writers (tasks sharing one engine), one fact
-      per transaction and 100 facts per transaction;
+      per transaction and 100 facts per transaction, and this process's CPU time per transaction
+      (steadier than wall time on a shared machine);
   (b) inclusion proof p50/p95 on a log of --leaves leaves (bulk-loaded: leaves and nodes computed
       with CompactRange, written with COPY on PostgreSQL and executemany on SQLite);
   (c) a full ``verify_log`` of that log against the time hashlib alone needs for the same hashing
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import random
 import resource
 import shutil
@@ -105,12 +107,13 @@ async def appends(backend: str, url: str, tx: int) -> list[dict[str, Any]]:
                         async with uow.begin() as session:
                             await chain.append(session, facts)
 
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), os.times()
                 async with anyio.create_task_group() as tg:
                     for mine in work:
                         tg.start_soon(writer, mine)
-                seconds = time.perf_counter() - started
+                seconds, cpu_end = time.perf_counter() - started, os.times()
                 n_tx = writers * per_writer
+                cpu_s = (cpu_end.user - cpu.user) + (cpu_end.system - cpu.system)
                 rows.append(
                     {
                         "backend": backend,
@@ -119,6 +122,8 @@ async def appends(backend: str, url: str, tx: int) -> list[dict[str, Any]]:
                         "tx": n_tx,
                         "tx/s": round(n_tx / seconds),
                         "facts/s": round(n_tx * batch / seconds),
+                        # this process only (the database server's CPU is not in it)
+                        "client cpu ms/tx": round(cpu_s * 1000 / n_tx, 3),
                     }
                 )
                 print(rows[-1], flush=True)
@@ -354,7 +359,7 @@ async def main(args: argparse.Namespace) -> None:
     print_table(
         "Appends (tasks sharing one engine)",
         results["append"],
-        ["backend", "facts/tx", "writers", "tx", "tx/s", "facts/s"],
+        ["backend", "facts/tx", "writers", "tx", "tx/s", "facts/s", "client cpu ms/tx"],
     )
     rows = [
         {

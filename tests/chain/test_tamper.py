@@ -299,3 +299,96 @@ def built_root(size: int) -> str:
     cr = CompactRange()
     cr.extend(f.leaf_hash for f in FACTS[:size])
     return cr.root().hex()
+
+
+# -- what only the page aggregate could get wrong (scan.py): escapes, shifted bytes, types --------
+
+
+async def test_a_field_forged_as_its_own_escaped_form(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    # The leaf of subject  say "7" \ back  holds  "say \"7\" \\ back". A row holding that escaped
+    # text verbatim must not pass for the genuine one (quoting it without escaping would).
+    facts = [make_fact(n, subject=f'say "{n}" \\ back', object=f"line\u2028{n}\u00e9") for n in range(N)]
+    await append_all(chain, uow, facts[:20], batch=5)
+    await chain.checkpoint()
+    await append_all(chain, uow, facts[20:], batch=7)
+    await chain.checkpoint()
+    assert (await chain.verify_log(page_size=16)).ok
+    forged = 'say \\"7\\" \\\\ back'
+    await sql(engine, "UPDATE chitty_chain_facts SET subject = :s WHERE leaf_index = 7", s=forged)
+
+    log = await chain.verify_log(page_size=16)
+    assert where(log.findings) == {
+        ("fact.id", 7, None, None),
+        ("fact.leaf_hash", 7, None, None),
+        *ancestors(7, N),
+        ("checkpoint.root", None, None, 20),
+        ("checkpoint.root", None, None, N),
+    }
+
+
+async def test_leaf_hashes_shifted_between_neighbours(built: ChainLog, engine: AsyncEngine) -> None:
+    # 31 + 33 bytes: concatenated, the two stored leaf hashes are still the genuine ones.
+    h4, h5 = FACTS[4].leaf_hash, FACTS[5].leaf_hash
+    await sql(
+        engine,
+        "UPDATE chitty_chain_facts SET leaf_hash = :a WHERE leaf_index = 4",
+        "UPDATE chitty_chain_facts SET leaf_hash = :b WHERE leaf_index = 5",
+        a=h4[:31],
+        b=h4[31:] + h5,
+    )
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("fact.leaf_hash", 4, None, None), ("fact.leaf_hash", 5, None, None)}
+
+
+async def test_node_hashes_shifted_between_neighbours(built: ChainLog, engine: AsyncEngine) -> None:
+    h4, h5 = FACTS[4].leaf_hash, FACTS[5].leaf_hash
+    await sql(
+        engine,
+        'UPDATE chitty_chain_nodes SET hash = :a WHERE level = 0 AND "index" = 4',
+        'UPDATE chitty_chain_nodes SET hash = :b WHERE level = 0 AND "index" = 5',
+        a=h4[:31],
+        b=h4[31:] + h5,
+    )
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {
+        ("node.mismatch", None, (0, 4), None),
+        ("node.mismatch", None, (0, 5), None),
+    }
+
+
+FACT_13 = "UPDATE chitty_chain_facts SET {} WHERE leaf_index = 13"
+
+
+# Only SQLite stores a value of another type than the column's (PostgreSQL columns are typed).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        (FACT_13.format("subject = CAST(subject AS BLOB)"), "changed leaf"),
+        (FACT_13.format('"timestamp" = "timestamp" + 0.5'), "changed leaf"),
+        (FACT_13.format('"timestamp" = CAST("timestamp" AS BLOB)'), "changed leaf"),
+        (FACT_13.format("id = CAST(id AS BLOB)"), "id"),
+        ('UPDATE chitty_chain_nodes SET hash = hex(hash) WHERE level = 2 AND "index" = 1', "node"),
+    ],
+    ids=["blob-subject", "real-timestamp", "blob-timestamp", "blob-id", "text-node"],
+)
+async def test_a_value_of_another_type(
+    built: ChainLog, engine: AsyncEngine, change: str, found: str
+) -> None:
+    # What the recompute reads then is not what a genuine row holds, even where the bytes agree.
+    await sql(engine, change)
+    log = await built.verify_log(page_size=16)
+    expected = {
+        "changed leaf": {
+            ("fact.id", 13, None, None),
+            ("fact.leaf_hash", 13, None, None),
+            *ancestors(13, N),
+            ("checkpoint.root", None, None, 20),
+            ("checkpoint.root", None, None, N),
+        },
+        "id": {("fact.id", 13, None, None)},
+        "node": {("node.mismatch", None, (2, 1), None)},
+    }[found]
+    assert where(log.findings) == expected

@@ -2,13 +2,19 @@
 
 ::
 
-    append(session, facts)       inside the CALLER's transaction, two statements:
+    append(session, facts)       inside the CALLER's transaction, one lock for the whole batch:
       1. lock the log: SELECT tree size, peaks FROM head FOR UPDATE; with it, which of the facts
          are stored already (those are not appended again; their place is returned)
-      2. the new leaves take indices size, size+1, ...; every left sibling they hash with
-         (append_nodes_needed) is a peak of the tree or a node of this batch
-      3. compute the complete subtrees they finish (nodes_completed_by_append) and the new peaks
-      4. insert leaves and nodes and move the head, in one statement on PostgreSQL
+      2. the new leaves take indices size, size+1, ...; every left sibling they hash with is a
+         peak of the tree or a node of this batch (the CompactRange step, _leaves)
+      3. compute the complete subtrees they finish and the new peaks, each hash once
+      4. insert leaves and nodes and move the head (one statement on PostgreSQL, three
+         executemany/UPDATE on SQLite, straight on the driver)
+      PostgreSQL, the usual case: this process wrote the head last, so it computes 2.-4. for
+      the head it expects BEFORE locking and sends them with 1.; the statement writes them only
+      if the locked head is exactly that one and none of the facts is stored (else nothing, and
+      2.-4. follow from the locked head). One round trip; the indices still come from the head
+      read under the lock. Appends of one process take turns (bounded) so that each can guess.
       A rollback undoes the head too: no gap. UNIQUE(leaf_index) and the nodes' primary key make
       a second writer at the same index fail instead of forking the log.
 
@@ -31,8 +37,9 @@ fork), ``ConfigurationError`` (the database's log has another origin than the ke
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -52,7 +59,7 @@ from chittyos.chain.merkle import (
     consistency_proof_nodes,
     inclusion_proof,
     inclusion_proof_nodes,
-    nodes_completed_by_append,
+    node_hash,
     root_hash,
     root_nodes,
     verify_consistency,
@@ -87,6 +94,13 @@ __all__ = ["ChainLog", "FactCheck", "Progress"]
 
 log = structlog.get_logger("chittyos.chain")
 
+_TURN_WAIT_S = 0.25
+"""How long an append waits for the previous append of this process to finish before going
+ahead without a guess. Bounded because the caller's transaction may hold the log lock already
+(a second append in one transaction) while the append ahead of it waits for that lock."""
+_TURN_MAX_FACTS = 16
+"""Appends of more facts than this do not wait for their turn (see ``ChainLog._take_turn``)."""
+
 FactCheck = Callable[[FactRecord], Awaitable[str | None]]
 """An extra per-fact check for ``verify``: None when it holds, else what failed."""
 Progress = Callable[[int, int], Any]
@@ -117,6 +131,10 @@ class ChainLog:
         self._sign_lock = anyio.Lock()
         self._since_signed = 0  # leaves appended by this process since it last signed (a hint)
         self._due = anyio.Event()
+        self._hint: tuple[int, bytes] | None = None  # (size, peaks) of the head this process left
+        self._turn = anyio.Lock()  # see _take_turn
+        self._turn_wait_s = _TURN_WAIT_S
+        self._inflight = 0  # appends of this log under way in this process
 
     @property
     def origin(self) -> str:
@@ -150,83 +168,74 @@ class ChainLog:
             if not isinstance(fact, Fact):
                 raise InvalidInput(f"facts[{n}]", "must be a chittyos.chain.Fact", type(fact).__name__)
             unique.setdefault(fact.fact_id, fact)
-        now = self._clock()
-        # 1. and 2.
-        locked = await store.lock_head(session, list(unique))
-        if locked is None:
-            await store.ensure_head(session, self.origin, now)
-            locked = await store.lock_head(session, list(unique))
-            assert locked is not None
-        self._check_origin(locked.origin)
-        placed = dict(locked.existing)
-        new = [fact for fact_id, fact in unique.items() if fact_id not in placed]
-        if new:
-            # 3. and 4.
-            placed.update(await self._write(session, locked, new, now))
-        existed = set(unique) - {f.fact_id for f in new}
-        return [AppendedFact(f.fact_id, placed[f.fact_id], f.fact_id in existed) for f in facts]
+        # PostgreSQL: this process's appends take turns, so each can guess the head the previous
+        # one left and write it with the statement that takes the lock (one round trip).
+        turn = store.is_postgres(session) and await self._take_turn(len(unique))
+        self._inflight += 1
+        try:
+            guess = _leaves(*self._hint, list(unique.values())) if turn and self._hint else None
+            self._hint = None  # until this append has placed its leaves
+            placed, self._hint = await self._place(session, unique, guess)
+        finally:
+            self._inflight -= 1
+            if turn:
+                self._turn.release()
+        return [AppendedFact(i, placed[i], i in placed.existed) for i in (f.fact_id for f in facts)]
+
+    async def _take_turn(self, batch: int) -> bool:
+        """Whether this append got its turn (then it guesses; release ``self._turn`` after).
+
+        A small batch waits for the append ahead of it, at most ``_TURN_WAIT_S``. A large one
+        takes its turn only when no other append of this process is under way: its rows are
+        costly to compute and send for nothing when the guess is wrong, and its extra round
+        trip is shared by many facts anyway; otherwise it goes straight to the database lock.
+        """
+        if batch > _TURN_MAX_FACTS and self._inflight:
+            return False
+        try:
+            self._turn.acquire_nowait()
+            return True
+        except anyio.WouldBlock:
+            if batch > _TURN_MAX_FACTS:
+                return False
+        with anyio.move_on_after(self._turn_wait_s):
+            await self._turn.acquire()
+            return True
+        return False
 
     async def append_now(self, facts: Sequence[Fact]) -> list[AppendedFact]:
         """``append`` in a transaction of its own, committed on return (a standalone tool call)."""
         async with self._writing() as session:
             return await self.append(session, facts)
 
-    async def _write(
-        self, session: AsyncSession, locked: store.LockedHead, new: list[Fact], now: datetime
-    ) -> dict[str, int]:
-        start, peaks = locked.tree_size, locked.peaks
-        coords = root_nodes(start)
-        if len(peaks) != HASH_SIZE * len(coords):
-            raise IntegrityError(
-                f"chain: the head's peaks are {len(peaks)} bytes, a tree of size {start} has "
-                f"{len(coords)} peaks of {HASH_SIZE}; refusing to append (run `chittyos chain verify`)"
-            )
-        known = {node: peaks[HASH_SIZE * n : HASH_SIZE * (n + 1)] for n, node in enumerate(coords)}
-        fact_rows: list[dict[str, Any]] = []
-        node_rows: list[tuple[int, int, bytes]] = []
-        for offset, fact in enumerate(new):
-            index = start + offset
-            for level, node_index, value in nodes_completed_by_append(index, fact.leaf_hash, known):
-                known[(level, node_index)] = value
-                node_rows.append((level, node_index, value))
-            fact_rows.append(
-                {
-                    "id": fact.fact_id,
-                    "leaf_index": index,
-                    "leaf_hash": fact.leaf_hash,
-                    "subject": fact.subject,
-                    "predicate": fact.predicate,
-                    "object": fact.object,
-                    "source": fact.source,
-                    "timestamp": fact.timestamp,
-                    "execution_id": fact.execution_id,
-                    "evidence_id": fact.evidence_id,
-                    "signer": fact.signer,
-                    "signature": fact.signature,
-                    "verification_status": "unverified" if fact.signature else "unsigned",
-                }
-            )
-        size = start + len(new)
-        try:
-            await store.write_leaves(
-                session,
-                locked,
-                fact_rows,
-                node_rows,
-                tree_size=size,
-                peaks=b"".join(known[node] for node in root_nodes(size)),
-                now=now,
-            )
-        except (sa_exc.IntegrityError, psycopg.IntegrityError) as exc:
-            raise IntegrityError(
-                f"chain: appending leaves {start}..{size - 1} conflicts with stored rows (the same fact "
-                f"appended concurrently, a fork, or rows changed under the log): "
-                f"{type(getattr(exc, 'orig', exc)).__name__}"
-            ) from None
-        self._since_signed += len(new)
+    async def _place(
+        self, session: AsyncSession, unique: dict[str, Fact], guess: store.Leaves | None
+    ) -> tuple[_Placed, tuple[int, bytes]]:
+        """Lock, then write the new facts unless the guess was written already; the places of
+        ``unique`` and the head after them (the next guess)."""
+        now = self._clock()
+        ids = list(unique)
+        with _conflicts(guess):
+            locked = await store.lock_head(session, ids, guess=guess, origin=self.origin, now=now)
+        if locked is None:
+            await store.ensure_head(session, self.origin, now)
+            locked = await store.lock_head(session, ids)
+            assert locked is not None
+        self._check_origin(locked.origin)
+        placed = _Placed(locked.existing)
+        leaves = guess if locked.written else None
+        if leaves is None:
+            new = [fact for fact_id, fact in unique.items() if fact_id not in placed]
+            if not new:
+                return placed, (locked.tree_size, locked.peaks)
+            leaves = _leaves(locked.tree_size, locked.peaks, new)
+            with _conflicts(leaves):
+                await store.write_leaves(session, locked, leaves, now=now)
+        placed.update((row[0], row[1]) for row in leaves.facts)
+        self._since_signed += len(leaves.facts)
         if self._since_signed >= self._every:
             self._due.set()
-        return {fact.fact_id: start + n for n, fact in enumerate(new)}
+        return placed, (leaves.tree_size, leaves.peaks)
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -516,6 +525,78 @@ class ChainLog:
     ) -> LogReport:
         """Recompute the whole log from its facts; see ``verify.verify_log``."""
         return await recompute_log(self, progress=progress, page_size=page_size, max_findings=max_findings)
+
+
+class _Placed(dict[str, int]):
+    """``{fact id: leaf index}``; ``existed`` holds the ids that were stored before this append."""
+
+    __slots__ = ("existed",)
+
+    def __init__(self, existing: Mapping[str, int]) -> None:
+        super().__init__(existing)
+        self.existed = frozenset(existing)
+
+
+def _leaves(size: int, peaks: bytes, facts: Sequence[Fact]) -> store.Leaves:
+    """The rows that append ``facts`` to a tree of ``size`` leaves whose peaks
+    (``root_nodes(size)``'s hashes, largest subtree first) are ``peaks``. Pure.
+
+    Each leaf at index i completes (0, i) and one node per trailing one-bit of i, hashing with
+    the lowest peak (the CompactRange step, RFC 9162 node hashes). Raises ``IntegrityError`` when
+    ``peaks`` is not one hash per peak of a tree of ``size``.
+    """
+    count = len(root_nodes(size))
+    if len(peaks) != HASH_SIZE * count:
+        raise IntegrityError(
+            f"chain: the head's peaks are {len(peaks)} bytes, a tree of size {size} has "
+            f"{count} peaks of {HASH_SIZE}; refusing to append (run `chittyos chain verify`)"
+        )
+    stack = [peaks[n : n + HASH_SIZE] for n in range(0, len(peaks), HASH_SIZE)]
+    fact_rows: list[tuple[Any, ...]] = []
+    node_rows: list[tuple[int, int, bytes]] = []
+    for index, fact in enumerate(facts, size):
+        acc = fact.leaf_hash
+        fact_rows.append(
+            (
+                fact.fact_id,
+                index,
+                acc,
+                fact.subject,
+                fact.predicate,
+                fact.object,
+                fact.source,
+                fact.timestamp,
+                fact.execution_id,
+                fact.evidence_id,
+                fact.signer,
+                fact.signature,
+                "unverified" if fact.signature else "unsigned",
+            )
+        )
+        node_rows.append((0, index, acc))
+        level, node = 0, index
+        while node & 1:
+            acc = node_hash(stack.pop(), acc)
+            node >>= 1
+            level += 1
+            node_rows.append((level, node, acc))
+        stack.append(acc)
+    return store.Leaves(size, peaks, fact_rows, node_rows, size + len(facts), b"".join(stack))
+
+
+@contextmanager
+def _conflicts(leaves: store.Leaves | None) -> Iterator[None]:
+    """A duplicate key while writing ``leaves`` as ``IntegrityError`` naming their indices."""
+    try:
+        yield
+    except (sa_exc.IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError) as exc:
+        if leaves is None:
+            raise
+        raise IntegrityError(
+            f"chain: appending leaves {leaves.base_size}..{leaves.tree_size - 1} conflicts with stored rows "
+            f"(the same fact appended concurrently, a fork, or rows changed under the log): "
+            f"{type(getattr(exc, 'orig', exc)).__name__}"
+        ) from None
 
 
 def _root(size: int, nodes: Mapping[NodeId, bytes]) -> bytes:

@@ -3,18 +3,24 @@
 Every function takes the caller's ``AsyncSession`` and runs inside its transaction. Core
 statements on the tables (no ORM unit of work), so a full scan streams tuples.
 
-An append is two statements whatever the batch size, both under the log lock:
+An append, whatever the batch size, under the log lock:
 
     lock_head      SELECT tree_size, origin, peaks (+ which facts exist) FROM head FOR UPDATE
     write_leaves   INSERT facts, INSERT nodes, UPDATE head (size, peaks)
 
 The lock is the head row's: ``SELECT ... FOR UPDATE`` on PostgreSQL (after waiting, READ
 COMMITTED returns the row as the previous holder committed it, peaks included); on SQLite every
-transaction already holds the database write lock (``BEGIN IMMEDIATE``, db/engine.py). On
-PostgreSQL both statements go straight to psycopg on the session's own connection (same
-transaction), as fixed SQL over arrays (``unnest``) the server prepares once, and the inserts and
-the head update are one statement: SQLAlchemy's per-statement cost would otherwise be most of a
-single-fact transaction and stretch the time the lock is held.
+transaction already holds the database write lock (``BEGIN IMMEDIATE``, db/engine.py).
+
+PostgreSQL: both go straight to psycopg on the session's own connection (same transaction), as
+fixed SQL the server prepares once, each ONE statement (rows travel as one JSON parameter per
+table). When the caller can guess the head (``lock_head(guess=...)``: this process wrote it
+last), the locking statement also writes the guessed leaves if, under the lock, the head is
+exactly the guessed one: one round trip per append instead of two. A wrong guess writes nothing.
+
+SQLite: straight on the aiosqlite connection too, one thread hand-off per statement (SQLAlchemy's
+adapter costs three or four): one SELECT, then executemany facts, executemany nodes, UPDATE head.
+The indices always come from the head read under the lock, never from a SEQUENCE.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, text, update
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,11 +45,12 @@ __all__ = [
     "FACT_COLUMNS",
     "FACT_ROW_COLUMNS",
     "LOG_ID",
+    "Leaves",
     "LockedHead",
     "checkpoint_at",
     "checkpoints",
+    "driver_connection",
     "ensure_head",
-    "existing_facts",
     "facts_by_id",
     "head",
     "head_and_count",
@@ -53,10 +60,8 @@ __all__ = [
     "lock_checkpoints",
     "lock_head",
     "nodes",
-    "nodes_of_level",
     "query_facts",
     "record_from_row",
-    "scan_page",
     "stray_facts",
     "stray_nodes",
     "write_leaves",
@@ -110,7 +115,12 @@ def record_from_row(row: Any) -> FactRecord:
 
 
 def is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+    return _dialect(session).name == "postgresql"
+
+
+def _dialect(session: AsyncSession) -> Any:
+    # The session's own engine (UnitOfWork binds one); get_bind() resolves it again every call.
+    return (session.bind or session.get_bind()).dialect
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -133,7 +143,30 @@ async def ensure_head(session: AsyncSession, origin: str, now: datetime) -> None
     await session.execute(stmt.on_conflict_do_nothing(index_elements=[HEAD.c.log_id]))
 
 
-@dataclass(frozen=True)
+FACT_ROW_COLUMNS = ("id", "leaf_index", "leaf_hash", *FACT_FIELDS, "verification_status")
+"""The order of a fact row tuple in ``Leaves.facts`` (``leaf_hash`` as 32 bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leaves:
+    """What one append writes, computed for a head of ``base_size`` leaves with ``base_peaks``:
+
+    * ``facts``: one tuple per new fact, ``FACT_ROW_COLUMNS`` order, leaf indices from ``base_size``;
+    * ``nodes``: ``(level, index, hash)`` of every complete subtree they finish;
+    * ``tree_size`` / ``peaks``: the head after them.
+
+    Only valid under the lock, on a head that still has ``base_size`` and ``base_peaks``.
+    """
+
+    base_size: int
+    base_peaks: bytes
+    facts: list[tuple[Any, ...]]
+    nodes: list[tuple[int, int, bytes]]
+    tree_size: int
+    peaks: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class LockedHead:
     """The head as read under the log lock; ``write_leaves`` needs it (proof that the lock is held)."""
 
@@ -142,105 +175,200 @@ class LockedHead:
     peaks: bytes
     existing: dict[str, int]
     """``{fact id: leaf index}`` of the asked-for facts that are stored already."""
-    _psycopg: Any = None
+    written: bool = False
+    """The ``guess`` given to ``lock_head`` held and its leaves are written (nothing else to do)."""
+    _driver: Any = None
 
 
-async def lock_head(session: AsyncSession, fact_ids: Sequence[str]) -> LockedHead | None:
-    """Take the log lock and read the head, and which of ``fact_ids`` are stored already.
-    None when there is no head row yet (``ensure_head`` first).
+async def lock_head(
+    session: AsyncSession,
+    fact_ids: Sequence[str],
+    *,
+    guess: Leaves | None = None,
+    origin: str = "",
+    now: datetime | None = None,
+) -> LockedHead | None:
+    """Take the log lock and read the head and which of ``fact_ids`` are stored already, in one
+    statement. None when there is no head row yet (``ensure_head`` first).
+
+    ``guess`` (PostgreSQL only; ignored on SQLite): leaves computed for the head this process
+    expects. The same statement writes them (``created_at`` = ``now``) when, under the lock, the
+    head has exactly ``origin``, ``guess.base_size`` and ``guess.base_peaks`` and none of
+    ``fact_ids`` is stored; ``written`` says whether it did. Otherwise nothing is written and the
+    caller goes on with ``write_leaves``. Either way the indices come from the locked head: the
+    guess only saves a round trip.
 
     On PostgreSQL the existing facts are read in the statement that waits for the lock, so a fact
     committed by the previous holder while we waited is not seen: appending it again then fails
     on the primary key (loudly, nothing written) instead of being skipped.
+
+    Raises ``psycopg.IntegrityError`` when the guessed leaves collide with stored rows.
     """
-    if is_postgres(session):
-        raw = await _psycopg(session)
-        # Fact ids are 64 hex digits: a PostgreSQL array literal needs no quoting.
-        cursor = await raw.execute(_PG_LOCK_HEAD, ("{" + ",".join(fact_ids) + "}",))
-        row = await cursor.fetchone()
-        if row is None:
+    raw = await driver_connection(session)
+    if not is_postgres(session):
+        # Every SQLite transaction here holds the write lock already (BEGIN IMMEDIATE).
+        rows = await raw.execute_fetchall(_SQLITE_LOCK_HEAD, (_json_array(fact_ids),))
+        if not rows:
             return None
-        existing = {k: int(v) for k, v in (row[3] or {}).items()}
-        return LockedHead(row[0], row[1], bytes(row[2]), existing, raw)
-    stmt = select(HEAD.c.tree_size, HEAD.c.origin, HEAD.c.peaks).where(HEAD.c.log_id == LOG_ID)
-    row = (await session.execute(stmt)).first()
+        tree_size, origin, peaks, stored = rows[0]
+        return LockedHead(tree_size, origin, bytes(peaks), json.loads(stored) if stored else {}, False, raw)
+    ids = "{" + ",".join(fact_ids) + "}"  # 64 hex digits each: an array literal that needs no quoting
+    if guess is None:
+        cursor = await raw.execute(_PG_LOCK_HEAD, (ids,))
+    else:
+        cursor = await raw.execute(
+            _PG_LOCK_HEAD_AND_WRITE,
+            {
+                "ids": ids,
+                "origin": origin,
+                "base_size": guess.base_size,
+                "base_peaks": guess.base_peaks,
+                "facts": _pg_facts_json(guess.facts),
+                "nodes": _pg_nodes_json(guess.nodes),
+                "size": guess.tree_size,
+                "peaks": guess.peaks,
+                "now": now,
+            },
+        )
+    row = await cursor.fetchone()
     if row is None:
         return None
-    return LockedHead(row[0], row[1], bytes(row[2]), await existing_facts(session, fact_ids))
+    existing = {k: int(v) for k, v in (row[3] or {}).items()}
+    return LockedHead(row[0], row[1], bytes(row[2]), existing, guess is not None and row[4], raw)
 
 
-FACT_ROW_COLUMNS = ("id", "leaf_index", "leaf_hash", *FACT_FIELDS, "verification_status")
-"""The keys of a fact row for ``write_leaves`` (``leaf_hash`` as bytes)."""
+async def write_leaves(session: AsyncSession, locked: LockedHead, leaves: Leaves, *, now: datetime) -> None:
+    """Insert ``leaves`` (facts and nodes) and move the head to ``leaves.tree_size`` /
+    ``leaves.peaks``, under the lock ``locked`` was read with (``leaves`` computed from it).
 
+    PostgreSQL: one statement. SQLite: three, straight on the driver (SQLAlchemy's aiosqlite
+    adapter costs several thread hand-offs per statement; these cost one each).
 
-async def write_leaves(
-    session: AsyncSession,
-    locked: LockedHead,
-    fact_rows: Sequence[dict[str, Any]],
-    node_rows: Sequence[tuple[int, int, bytes]],
-    *,
-    tree_size: int,
-    peaks: bytes,
-    now: datetime,
-) -> None:
-    """Insert facts (dicts with ``FACT_ROW_COLUMNS``) and nodes ``(level, index, hash)``, and move
-    the head to ``tree_size`` / ``peaks``, under the lock ``locked`` was read with.
-
-    Raises ``sqlalchemy.exc.IntegrityError`` or ``psycopg.IntegrityError`` on a duplicate key."""
-    if locked._psycopg is not None:
-        # One JSON document per table: one parameter each, which psycopg passes as it is.
-        facts_json = json.dumps(
-            [{**row, "leaf_hash": row["leaf_hash"].hex()} for row in fact_rows],
-            ensure_ascii=False,
-            separators=(",", ":"),
+    Raises ``psycopg.IntegrityError`` / ``sqlite3.IntegrityError`` on a duplicate key."""
+    raw = locked._driver
+    if raw is None:
+        raise ValueError("write_leaves needs a LockedHead from lock_head")
+    if is_postgres(session):
+        await raw.execute(
+            _PG_WRITE_LEAVES,
+            {
+                "facts": _pg_facts_json(leaves.facts),
+                "nodes": _pg_nodes_json(leaves.nodes),
+                "size": leaves.tree_size,
+                "peaks": leaves.peaks,
+                "now": now,
+            },
         )
-        nodes_json = json.dumps([[lv, ix, h.hex()] for lv, ix, h in node_rows], separators=(",", ":"))
-        await locked._psycopg.execute(_PG_WRITE_LEAVES, (now, facts_json, nodes_json, tree_size, peaks, now))
         return
-    await session.execute(insert(FACTS), [{**row, "created_at": now} for row in fact_rows])
-    await session.execute(insert(NODES), [{"level": lv, "index": ix, "hash": h} for lv, ix, h in node_rows])
-    await session.execute(
-        update(HEAD).where(HEAD.c.log_id == LOG_ID).values(tree_size=tree_size, peaks=peaks, updated_at=now)
+    created = _sqlite_time(session, now)
+    await raw.executemany(_SQLITE_INSERT_FACTS, [(*row, created) for row in leaves.facts])
+    await raw.executemany(_SQLITE_INSERT_NODES, leaves.nodes)
+    await raw.execute(_SQLITE_MOVE_HEAD, (leaves.tree_size, leaves.peaks, created))
+
+
+def _json_array(strings: Iterable[str]) -> str:
+    """A JSON array of hex strings (nothing to escape)."""
+    return '["' + '","'.join(strings) + '"]'
+
+
+def _pg_facts_json(rows: Sequence[tuple[Any, ...]]) -> str:
+    # One JSON document per table: one parameter, which psycopg passes as it is, and which the
+    # server unpacks with jsonb_array_elements (C on both sides; no per-value adaptation).
+    return json.dumps(
+        [(r[0], r[1], r[2].hex(), *r[3:]) for r in rows], ensure_ascii=False, separators=(",", ":")
     )
 
 
-async def _psycopg(session: AsyncSession) -> Any:
-    """The psycopg ``AsyncConnection`` under the session, inside the session's transaction."""
-    return await _driver(session)
+def _pg_nodes_json(rows: Sequence[tuple[int, int, bytes]]) -> str:
+    return json.dumps([(lv, ix, h.hex()) for lv, ix, h in rows], separators=(",", ":"))
 
+
+def _sqlite_time(session: AsyncSession, when: datetime) -> Any:
+    """``when`` as SQLAlchemy stores a ``UTCDateTime`` on SQLite (so reads through it agree)."""
+    dialect = _dialect(session)
+    processor = _SQLITE_TIME.get(dialect)
+    if processor is None:
+        processor = _SQLITE_TIME[dialect] = FACTS.c.created_at.type.bind_processor(dialect)
+    return processor(when) if processor is not None else when
+
+
+_SQLITE_TIME: dict[Any, Any] = {}
+
+_FACT_INSERT_COLUMNS = (
+    'id, leaf_index, leaf_hash, subject, predicate, object, source, "timestamp", execution_id, '
+    "evidence_id, signer, signature, verification_status, created_at"
+)
+assert len(FACT_ROW_COLUMNS) + 1 == len(_FACT_INSERT_COLUMNS.split(",")), "column lists disagree"
+
+_SQLITE_LOCK_HEAD = f"""
+SELECT h.tree_size, h.origin, h.peaks,
+       (SELECT json_group_object(f.id, f.leaf_index) FROM chitty_chain_facts f
+         WHERE f.id IN (SELECT value FROM json_each(?)))
+  FROM chitty_chain_head h WHERE h.log_id = {LOG_ID}
+"""
+_SQLITE_INSERT_FACTS = (
+    f"INSERT INTO chitty_chain_facts ({_FACT_INSERT_COLUMNS}) "
+    f"VALUES ({', '.join('?' * (len(FACT_ROW_COLUMNS) + 1))})"
+)
+_SQLITE_INSERT_NODES = 'INSERT INTO chitty_chain_nodes (level, "index", hash) VALUES (?, ?, ?)'
+_SQLITE_MOVE_HEAD = (
+    f"UPDATE chitty_chain_head SET tree_size = ?, peaks = ?, updated_at = ? WHERE log_id = {LOG_ID}"
+)
 
 _PG_LOCK_HEAD = f"""
 SELECT h.tree_size, h.origin, h.peaks,
        (SELECT json_object_agg(f.id, f.leaf_index) FROM chitty_chain_facts f WHERE f.id = ANY(%s::varchar[]))
   FROM chitty_chain_head h WHERE h.log_id = {LOG_ID} FOR UPDATE OF h
 """
+# The rows of a JSON array of fact rows (FACT_ROW_COLUMNS order) and of nodes (level, index, hex).
+# As jsonb: parsed once, then ->> is a lookup (on json every ->> parses the element again, which
+# made 100-fact appends several times dearer on the server than json_to_recordset).
+_PG_FACT_ROWS = """
+  SELECT r->>0, (r->>1)::bigint, decode(r->>2, 'hex'), r->>3, r->>4, r->>5, r->>6, (r->>7)::bigint,
+         r->>8, r->>9, r->>10, r->>11, r->>12, %(now)s
+    FROM jsonb_array_elements(%(facts)s::jsonb) AS r"""
+_PG_NODE_ROWS = """
+  SELECT (n->>0)::smallint, (n->>1)::bigint, decode(n->>2, 'hex')
+    FROM jsonb_array_elements(%(nodes)s::jsonb) AS n"""
 _PG_WRITE_LEAVES = f"""
 WITH facts AS (
-  INSERT INTO chitty_chain_facts (id, leaf_index, leaf_hash, subject, predicate, object, source, "timestamp",
-                                  execution_id, evidence_id, signer, signature, verification_status, created_at)
-  SELECT r.id, r.leaf_index, decode(r.leaf_hash, 'hex'), r.subject, r.predicate, r.object, r.source,
-         r."timestamp", r.execution_id, r.evidence_id, r.signer, r.signature, r.verification_status, %s
-    FROM json_to_recordset(%s::json) AS r(id varchar, leaf_index bigint, leaf_hash text, subject varchar,
-         predicate varchar, object text, source varchar, "timestamp" bigint, execution_id varchar,
-         evidence_id varchar, signer varchar, signature text, verification_status varchar)
+  INSERT INTO chitty_chain_facts ({_FACT_INSERT_COLUMNS}){_PG_FACT_ROWS}
 ), nodes AS (
-  INSERT INTO chitty_chain_nodes (level, "index", hash)
-  SELECT (n->>0)::smallint, (n->>1)::bigint, decode(n->>2, 'hex') FROM json_array_elements(%s::json) AS n
+  INSERT INTO chitty_chain_nodes (level, "index", hash){_PG_NODE_ROWS}
 )
-UPDATE chitty_chain_head SET tree_size = %s, peaks = %s, updated_at = %s WHERE log_id = {LOG_ID}
+UPDATE chitty_chain_head SET tree_size = %(size)s, peaks = %(peaks)s, updated_at = %(now)s
+ WHERE log_id = {LOG_ID}
+"""
+# lock_head with a guess. ``head`` takes the lock (READ COMMITTED: after waiting, it returns the
+# row as the previous holder committed it); ``fits`` is non-empty when that row is the guessed
+# base and no asked-for fact is stored; every write is conditional on ``fits``, so a wrong guess
+# writes nothing. The result is lock_head's, plus whether the head moved.
+_PG_LOCK_HEAD_AND_WRITE = f"""
+WITH head AS MATERIALIZED (
+  SELECT tree_size, origin, peaks FROM chitty_chain_head WHERE log_id = {LOG_ID} FOR UPDATE
+), stored AS MATERIALIZED (
+  SELECT json_object_agg(f.id, f.leaf_index) AS ids FROM chitty_chain_facts f
+   WHERE f.id = ANY(%(ids)s::varchar[])
+), fits AS MATERIALIZED (
+  SELECT 1 FROM head, stored
+   WHERE head.origin = %(origin)s AND head.tree_size = %(base_size)s AND head.peaks = %(base_peaks)s
+     AND stored.ids IS NULL
+), facts AS (
+  INSERT INTO chitty_chain_facts ({_FACT_INSERT_COLUMNS}){_PG_FACT_ROWS}
+   WHERE EXISTS (SELECT FROM fits)
+), nodes AS (
+  INSERT INTO chitty_chain_nodes (level, "index", hash){_PG_NODE_ROWS}
+   WHERE EXISTS (SELECT FROM fits)
+), moved AS (
+  UPDATE chitty_chain_head SET tree_size = %(size)s, peaks = %(peaks)s, updated_at = %(now)s
+   WHERE log_id = {LOG_ID} AND EXISTS (SELECT FROM fits)
+  RETURNING 1
+)
+SELECT head.tree_size, head.origin, head.peaks, stored.ids, EXISTS (SELECT FROM moved) FROM head, stored
 """
 
 
 # -- facts --------------------------------------------------------------------------------------
-
-
-async def existing_facts(session: AsyncSession, fact_ids: Sequence[str]) -> dict[str, int]:
-    """``{fact id: leaf index}`` of those ids already in the log."""
-    found: dict[str, int] = {}
-    for chunk in _chunks(fact_ids):
-        rows = await session.execute(select(FACTS.c.id, FACTS.c.leaf_index).where(FACTS.c.id.in_(chunk)))
-        found.update((r[0], r[1]) for r in rows)
-    return found
 
 
 async def facts_by_id(session: AsyncSession, fact_ids: Sequence[str]) -> list[Row[Any]]:
@@ -250,81 +378,12 @@ async def facts_by_id(session: AsyncSession, fact_ids: Sequence[str]) -> list[Ro
     return out
 
 
-async def scan_page(
-    session: AsyncSession, begin: int, end: int
-) -> tuple[list[Any], dict[int, tuple[int, int, bytes]]]:
-    """What a full recompute reads for leaves ``[begin, end)``, through the driver (no row objects):
-
-    * the facts, in index order, as ``SCAN_COLUMNS`` tuples;
-    * per level, the stored nodes completed by those leaves (``nodes_completed_in``) as
-      ``{level: (first index, count, their hashes concatenated in index order)}``.
-    """
-    ranges = _completed_ranges(begin, end)
-    raw = await _driver(session)
-    if is_postgres(session):
-        rows = await (await raw.execute(_PG_SCAN, (begin, end))).fetchall()
-        cursor = await raw.execute(
-            _PG_NODE_RUNS, ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges])
-        )
-        runs = {level: (first, count, bytes(blob)) for level, first, count, blob in await cursor.fetchall()}
-        return rows, runs
-    rows = list(await (await raw.execute(_SQLITE_SCAN, (begin, end))).fetchall())
-    # Concatenated by SQLite: one row per level instead of one per node. group_concat follows the
-    # ordered subquery in practice but does not promise to; a run out of order only sends that
-    # level to the one-by-one comparison (nodes_of_level), it cannot pass a wrong node.
-    where = " OR ".join(['(level = ? AND "index" BETWEEN ? AND ?)'] * len(ranges))
-    cursor = await raw.execute(
-        "SELECT level, min(\"index\"), count(*), group_concat(hex(hash), '') FROM ("
-        f'SELECT level, "index", hash FROM chitty_chain_nodes WHERE {where} ORDER BY level, "index"'
-        ") GROUP BY level",
-        [value for r in ranges for value in r],
-    )
-    return rows, {
-        level: (first, count, bytes.fromhex(hashes))
-        for level, first, count, hashes in await cursor.fetchall()
-    }
-
-
-async def nodes_of_level(session: AsyncSession, level: int, first: int, last: int) -> dict[int, bytes]:
-    """``{index: hash}`` of the stored nodes at ``level`` with ``first <= index <= last``."""
-    stmt = select(NODES.c.index, NODES.c.hash).where(
-        NODES.c.level == level, NODES.c.index.between(first, last)
-    )
-    return {r[0]: bytes(r[1]) for r in await session.execute(stmt)}
-
-
-def _completed_ranges(begin: int, end: int) -> list[tuple[int, int, int]]:
-    """``(level, first index, last index)`` of the nodes completed by leaves ``[begin, end)``."""
-    out = []
-    level = 0
-    while (end >> level) - 1 >= begin >> level:
-        out.append((level, begin >> level, (end >> level) - 1))
-        level += 1
-    return out
-
-
-async def _driver(session: AsyncSession) -> Any:
+async def driver_connection(session: AsyncSession) -> Any:
     """The driver's own connection (psycopg / aiosqlite) under the session, in its transaction."""
     connection = await session.connection()
-    return (await connection.get_raw_connection()).driver_connection
-
-
-_SCAN = (
-    "SELECT id, leaf_index, leaf_hash, evidence_id, execution_id, object, predicate, signature, signer, "
-    'source, subject, "timestamp" FROM chitty_chain_facts WHERE leaf_index >= {p} AND leaf_index < {p} '
-    "ORDER BY leaf_index"
-)
-_PG_SCAN = _SCAN.format(p="%s")
-_SQLITE_SCAN = _SCAN.format(p="?")
-_PG_NODE_RUNS = """
-SELECT r.level, a.first, a.n, a.hashes
-  FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, first, last)
- CROSS JOIN LATERAL (
-       SELECT min(n."index") AS first, count(*) AS n, string_agg(n.hash, ''::bytea ORDER BY n."index") AS hashes
-         FROM chitty_chain_nodes n WHERE n.level = r.level AND n."index" BETWEEN r.first AND r.last
-       ) AS a
- WHERE a.n > 0
-"""
+    # What get_raw_connection() returns, without its greenlet round: inside a transaction the
+    # connection is live (an invalidated one raises here rather than reconnecting).
+    return connection.sync_connection.connection.driver_connection
 
 
 def _head_size() -> Any:
@@ -374,7 +433,7 @@ async def nodes(session: AsyncSession, coords: Iterable[NodeId]) -> dict[NodeId,
     found: dict[NodeId, bytes] = {}
     if not wanted:
         return found
-    raw = await _driver(session)
+    raw = await driver_connection(session)
     postgres = is_postgres(session)
     for chunk in _chunks(wanted):
         if postgres:

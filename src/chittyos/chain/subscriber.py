@@ -5,8 +5,9 @@ Wired in ``app.py`` only::
     bus.subscribe(ExecutionCompleted, execution_subscriber(chain))
 
 It runs inside the transaction that completes the execution, so the execution row and its leaves
-commit together or not at all. It appends the facts (one batch) and records their ids, in order,
-on the execution row (``secure_executions.chain_facts``).
+commit together or not at all. It appends the facts as ONE batch (one log lock; on PostgreSQL
+usually one statement for facts, nodes and head, see ``ChainLog.append``) and records their ids,
+in order, on the execution row (``secure_executions.chain_facts``).
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ def execution_subscriber(
     """
 
     async def on_execution_completed(event: ExecutionCompleted, session: AsyncSession) -> None:
-        # An identity-map hit: ExecutionService merged the row into this session already.
-        row = await session.get(SecureExecution, uuid.UUID(event.execution_id))
+        # ExecutionService merged the row into this session already: read the identity map
+        # directly (session.get would find it there too, after a greenlet round).
+        key = uuid.UUID(event.execution_id)
+        row = session.identity_map.get(AsyncSession.identity_key(SecureExecution, key))
+        if row is None:
+            row = await session.get(SecureExecution, key)
         if row is None:
             raise NotFound("execution", event.execution_id)
         facts = list(facts_for(event))

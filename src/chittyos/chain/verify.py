@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectSendStream
 
-from chittyos.chain import store
+from chittyos.chain import scan, store
 from chittyos.chain.facts import canonical_leaf_sorted, parse_fact_id
 from chittyos.chain.merkle import (
     EMPTY_ROOT,
@@ -30,7 +32,9 @@ from chittyos.chain.merkle import (
     verify_inclusion,
 )
 from chittyos.chain.note import Checkpoint, open_checkpoint
+from chittyos.chain.recompute import Findings, Tree, leaf_digests
 from chittyos.chain.records import FactVerification, Finding, LogReport, VerifyReport
+from chittyos.chain.scan import Page
 from chittyos.errors import ChittyError, InvalidInput, ProofRejected
 
 if TYPE_CHECKING:
@@ -41,7 +45,10 @@ __all__ = ["MAX_VERIFY_FACTS", "verify_facts", "verify_log"]
 MAX_VERIFY_FACTS = 10_000
 """Facts one ``verify`` call checks at most."""
 _ZERO = bytes(32)
-_CHUNK = 256  # leaves hashed between two yields: the next page is read meanwhile, a socket read a turn
+_CHUNK = 512  # leaves hashed between two yields (~1-2 ms): see _page_at_once
+_READERS = 2  # pages read at once, beside the one being hashed (SQLite: threads; PostgreSQL: sessions)
+_AHEAD = 1  # pages each reader may have read that wait to be hashed (a few MB each)
+_ROW_CHUNK = 256  # the same, row by row (canonical JSON in Python: ~10x the work per leaf)
 
 
 async def verify_facts(
@@ -208,47 +215,38 @@ def _open(chain: ChainLog, row: Any, findings: list[Finding]) -> Checkpoint | No
     return checkpoint
 
 
-class _Findings:
-    def __init__(self, limit: int) -> None:
-        self.kept: list[Finding] = []
-        self.dropped = 0
-        self.counts: Counter[str] = Counter()
-        self._limit = limit
-
-    def add(self, finding: Finding) -> None:
-        self.counts[finding.check] += 1
-        if len(self.kept) < self._limit:
-            self.kept.append(finding)
-        else:
-            self.dropped += 1
-
-
 async def verify_log(
     chain: ChainLog, *, progress: Progress | None, page_size: int, max_findings: int
 ) -> LogReport:
-    """Recompute the log from its facts, streaming in index order: O(log n) + one page of memory.
+    """Recompute the log from its facts, streaming in index order: O(log n) + a few pages of memory.
 
     Steps: 1. read the head (size n) and every checkpoint; each must open with the log key, match
-    its row and not lie beyond n; 2. page by page (leaf ranges, each read in its own short
-    transaction, so writers are not held up, the next page read while this one is hashed):
-    indices are contiguous (a gap is reported and the stored level-0 node stands in for the
-    missing leaf); each leaf is recomputed from the stored fields and must hash to the fact id and
-    the stored leaf hash; the tree is rebuilt over the recomputed leaves as ``CompactRange.append``
-    does (unrolled: this loop is the cost of a full verify), every complete subtree it yields
-    compared with the stored node (a page's nodes of one level compared at once, then one by one
-    only when they differ); at each checkpoint's size the recomputed root must equal the signed
-    root; 3. no fact or node lies beyond n, the table holds n facts, and the head's cached peaks
-    are the stored root nodes.
+    its row and not lie beyond n; 2. page by page (leaf ranges, each read in its own short read
+    transaction, ``_READERS`` pages read while the one before them is hashed): indices are
+    contiguous (a gap is reported and the stored level-0 node stands in for the missing leaf);
+    each leaf is recomputed from the stored fields and must hash to the fact id and to the stored
+    leaf hash; the tree is rebuilt over the recomputed leaves (``recompute.Tree``), every complete
+    subtree it yields compared with the stored node (a page's nodes of one level compared at
+    once, then one by one only when they differ); at each checkpoint's size the recomputed root
+    must equal the signed root; 3. no fact or node lies beyond n, the table holds n facts, and
+    the head's cached peaks are the stored root nodes.
+
+    A page is read as a few aggregates (``scan``: the database writes the RFC 8785 leaf bytes,
+    on SQLite on connections of the verifier's own, in worker threads) and hashed here a level
+    at a time. A page that is not clean there, or where any id or leaf hash differs, is read
+    again row by row and recomputed leaf by leaf in Python, which names each finding with its
+    index. Either way every leaf is hashed here, from its stored fields.
     """
     for name, value in (("page_size", page_size), ("max_findings", max_findings)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidInput(name, "must be a positive integer", value)
     started = time.perf_counter()
-    out = _Findings(max_findings)
+    out = Findings(max_findings)
     # 1.
     async with chain.reading() as session:
         stored_checkpoints = await store.checkpoints(session)  # first: the head read next only grew
         head = await store.head(session)
+        sqlite_path = scan.SqlitePages.path_of(session.get_bind())
     size, origin, _ = head if head is not None else (0, chain.origin, b"")
     if origin != chain.origin:
         out.add(Finding("head.origin", f"the log's origin is {origin!r}, the log key's is {chain.origin!r}"))
@@ -269,44 +267,29 @@ async def verify_log(
         targets[row[0]] = bytes(row[1])
 
     # 2.
-    tree = _Recompute(targets, out)
+    tree = Tree(targets, out)
     tree.check_root(0, EMPTY_ROOT)
     leaves = nodes_checked = 0
-
-    async def fetch(begin: int, end: int) -> tuple[list[Any], dict[int, tuple[int, int, bytes]]]:
-        async with chain.reading() as session:
-            return await store.scan_page(session, begin, end)
-
-    send, receive = anyio.create_memory_object_stream[tuple[int, int, list[Any], dict[int, Any]]](1)
-
-    async def produce() -> None:
-        # Reads the next page while this one is hashed (the loop yields every _CHUNK leaves).
-        async with send:
-            for begin in range(0, size, page_size):
-                end = min(begin + page_size, size)
-                await send.send((begin, end, *await fetch(begin, end)))
-
-    async with anyio.create_task_group() as tg, receive:
-        tg.start_soon(produce)
-        async for begin, end, rows, runs in receive:
-            tree.start_page(begin, end)
-            contiguous = len(rows) == end - begin  # sorted, unique, in [begin, end): no gap
-            for at in range(0, len(rows), _CHUNK):
-                chunk = rows[at : at + _CHUNK]
-                if not (contiguous and tree.fast(chunk)):
-                    for row in chunk:
-                        if row[1] != tree.size:
-                            await tree.gap(chain, row[1], runs)
-                        tree.slow(row)
-                await anyio.lowlevel.checkpoint()  # other clients, and the next page's query, get a turn
-            if tree.size < end:
-                await tree.gap(chain, end, runs)
-            nodes_checked += await _compare_nodes(chain, begin, end, tree.computed, runs, out)
-            leaves += len(rows)
-            if progress is not None:
-                result = progress(end, size)
-                if inspect.isawaitable(result):
-                    await result
+    ranges = [(begin, min(begin + page_size, size)) for begin in range(0, size, page_size)]
+    streams = [anyio.create_memory_object_stream[Page](_AHEAD) for _ in range(_READERS)]
+    with ExitStack() as closing:
+        for stream in (end for pair in streams for end in pair):
+            closing.enter_context(stream)
+        async with anyio.create_task_group() as tg:
+            for n, (send, _) in enumerate(streams):
+                tg.start_soon(_read_pages, chain, sqlite_path, ranges[n::_READERS], send)
+            for n in range(len(ranges)):
+                page = await streams[n % _READERS][1].receive()  # in index order; the next ones are read
+                tree.start_page()
+                if page.clean and await _page_at_once(tree, page):
+                    leaves += page.end - page.begin
+                else:
+                    leaves += await _page_by_rows(chain, tree, page)
+                nodes_checked += await _compare_nodes(chain, page, tree.computed, out)
+                if progress is not None:
+                    result = progress(page.end, size)
+                    if inspect.isawaitable(result):
+                        await result
     # 3. In one snapshot per statement, against the head as it is NOW: appends that committed
     #    during the recompute are not strays (the next verify covers them).
     async with chain.reading() as session:
@@ -357,188 +340,152 @@ async def verify_log(
     )
 
 
-class _Recompute:
-    """The tree rebuilt over recomputed leaves: ``CompactRange`` unrolled into the loops that are
-    the whole cost of a full verify, keeping per page the nodes each level completed."""
-
-    def __init__(self, targets: Mapping[int, bytes], out: _Findings) -> None:
-        self.targets, self.out = targets, out
-        self.peaks: list[bytes] = []  # left to right, largest subtree first
-        self.size = 0
-        self.computed: list[list[bytes]] = []
-        self._begin = self._end = 0
-        self._level0: dict[int, bytes] | None = None
-
-    def start_page(self, begin: int, end: int) -> None:
-        self.computed = [[] for _ in range(64)]
-        self._begin, self._end, self._level0 = begin, end, None
-
-    def root(self) -> bytes:
-        return _fold(self.peaks) if self.peaks else EMPTY_ROOT
-
-    def check_root(self, at: int, root: bytes) -> None:
-        want = self.targets.get(at)
-        if want is not None and want != root:
-            self.out.add(
-                Finding(
-                    "checkpoint.root",
-                    f"checkpoint at size {at}: signed root {want.hex()} != recomputed root {root.hex()}",
-                    tree_size=at,
-                )
-            )
-
-    def fast(self, rows: list[Any]) -> bool:
-        """Leaves ``size .. size + len(rows) - 1``, no gap. False (nothing done) if a stored field
-        has the wrong type: the caller takes ``slow`` for them."""
-        sha, encode = hashlib.sha256, canonical_leaf_sorted
+async def _read_pages(
+    chain: ChainLog,
+    sqlite_path: str | None,
+    ranges: list[tuple[int, int]],
+    send: MemoryObjectSendStream[Page],
+) -> None:
+    """Read the pages ``ranges`` in order into ``send`` (up to ``_AHEAD`` wait there to be
+    hashed): for a SQLite file on a connection of our own in a worker thread, else in a short
+    read transaction of the log's per page."""
+    async with send:
+        if not ranges:
+            return
+        if sqlite_path is None:
+            for begin, end in ranges:
+                async with chain.reading() as session:
+                    page = await scan.read_page(session, begin, end)
+                await send.send(page)
+            return
+        pages = await anyio.to_thread.run_sync(scan.SqlitePages, sqlite_path)
         try:
-            leaves = [encode(row[3:]) for row in rows]
-        except TypeError:
-            return False
-        hashes = [sha(b"\x00" + leaf).digest() for leaf in leaves]
-        if hashes != [row[2] for row in rows] or [sha(leaf).hexdigest() for leaf in leaves] != [
-            r[0] for r in rows
-        ]:
-            for row, leaf, leaf_hash in zip(rows, leaves, hashes, strict=True):
-                self._check_fact(row, leaf, leaf_hash)
-        peaks, computed, targets, size = self.peaks, self.computed, self.targets, self.size
-        computed[0].extend(hashes)
-        for acc in hashes:
-            # CompactRange.append: leaf i completes (0, i) and one node per trailing 1-bit of i.
-            i, level = size, 0
-            while i & 1:
-                acc = sha(b"\x01" + peaks.pop() + acc).digest()
-                i >>= 1
-                level += 1
-                computed[level].append(acc)
-            peaks.append(acc)
-            size += 1
-            if size in targets:
-                self.check_root(size, _fold(peaks))
-        self.size = size
-        return True
+            for begin, end in ranges:
+                await send.send(await anyio.to_thread.run_sync(pages.read, begin, end))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(pages.close)
 
-    def slow(self, row: Any) -> None:
-        """One leaf, its fields taken as they come (wrong types reported, not raised)."""
-        try:
-            leaf = canonical_leaf_sorted(row[3:])
-        except TypeError as exc:
-            leaf = repr(row[3:]).encode()
-            self.out.add(
-                Finding(
-                    "fact.id",
-                    f"fact {row[0]} at index {row[1]}: a stored field has the wrong type ({exc})",
-                    fact_id=row[0],
-                    leaf_index=row[1],
-                )
-            )
-        leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
-        self._check_fact(row, leaf, leaf_hash)
-        self.add(leaf_hash)
 
-    def add(self, leaf_hash: bytes) -> None:
-        acc, size, peaks = leaf_hash, self.size, self.peaks
-        self.computed[0].append(acc)
-        i, level = size, 0
-        while i & 1:
-            acc = hashlib.sha256(b"\x01" + peaks.pop() + acc).digest()
-            i >>= 1
-            level += 1
-            self.computed[level].append(acc)
-        peaks.append(acc)
-        self.size = size + 1
-        if self.size in self.targets:
-            self.check_root(self.size, _fold(peaks))
+async def _page_at_once(tree: Tree, page: Page) -> bool:
+    """A clean page (``scan.Page``): hash its leaves, and if every id and leaf hash is the stored
+    one, add them to the tree and return True. False, with nothing changed, when any differs:
+    the caller then takes the page row by row to name them.
 
-    async def gap(self, chain: ChainLog, upto: int, runs: dict[int, tuple[int, int, bytes]]) -> None:
-        """Leaves ``size .. upto - 1`` have no fact row: report them, and let the stored leaf
-        hashes (level-0 nodes) stand in so that the nodes above are still checked."""
-        self.out.add(
+    Yields every ``_CHUNK`` leaves: to other clients, and (an event-loop turn drops the GIL) to
+    the threads reading the next pages, which otherwise wait out the switch interval for it."""
+    leaves = page.leaves.split(b"\n")
+    if len(leaves) != page.end - page.begin:
+        return False
+    ids: list[str] = []
+    hashes: list[bytes] = []
+    for at in range(0, len(leaves), _CHUNK):
+        chunk_ids, chunk_hashes = leaf_digests(leaves[at : at + _CHUNK])
+        ids.append(chunk_ids)
+        hashes += chunk_hashes
+        await anyio.lowlevel.checkpoint()
+    if " ".join(ids) != page.ids or b"".join(hashes) != page.leaf_hashes:
+        return False
+    for at in range(0, len(hashes), _CHUNK):
+        tree.extend(hashes[at : at + _CHUNK])
+        await anyio.lowlevel.checkpoint()
+    return True
+
+
+async def _page_by_rows(chain: ChainLog, tree: Tree, page: Page) -> int:
+    """Recompute a page leaf by leaf from its rows, reporting each finding. Returns the rows read."""
+    async with chain.reading() as session:
+        rows = await scan.read_rows(session, page.begin, page.end)
+    level0: dict[int, bytes | None] | None = None
+
+    async def stand_in(index: int) -> bytes:
+        # The stored leaf hash of a missing leaf, so that the nodes above are still checked.
+        nonlocal level0
+        first, count, blob = page.runs.get(0, (page.begin, 0, b""))
+        if first <= index < first + count:
+            return blob[(index - first) * 32 : (index - first + 1) * 32]
+        if level0 is None:
+            async with chain.reading() as session:
+                level0 = await scan.nodes_of_level(session, 0, page.begin, page.end - 1)
+        return level0.get(index) or _ZERO
+
+    async def gap(upto: int) -> None:
+        tree.out.add(
             Finding(
-                "index.gap", f"leaves {self.size}..{upto - 1} are missing (no fact row)", leaf_index=self.size
+                "index.gap", f"leaves {tree.size}..{upto - 1} are missing (no fact row)", leaf_index=tree.size
             )
         )
-        begin, end = self._begin, self._end
-        first, count, blob = runs.get(0, (begin, 0, b""))
-        while self.size < upto:
-            index = self.size
-            if first == begin and count == end - begin:
-                self.add(blob[(index - begin) * 32 : (index - begin + 1) * 32])
-                continue
-            if self._level0 is None:
-                async with chain.reading() as session:
-                    self._level0 = await store.nodes_of_level(session, 0, begin, end - 1)
-            self.add(self._level0.get(index, _ZERO))
+        while tree.size < upto:
+            tree.add(await stand_in(tree.size))
 
-    def _check_fact(self, row: Any, leaf: bytes, leaf_hash: bytes) -> None:
-        if leaf_hash != row[2]:
-            self.out.add(
-                Finding(
-                    "fact.leaf_hash",
-                    f"fact {row[0]} at index {row[1]}: stored leaf hash "
-                    f"{bytes(row[2]).hex()} != recomputed {leaf_hash.hex()}",
-                    fact_id=row[0],
-                    leaf_index=row[1],
-                )
+    for at in range(0, len(rows), _ROW_CHUNK):
+        for row in rows[at : at + _ROW_CHUNK]:
+            if row[1] != tree.size:
+                await gap(row[1])
+            _row_leaf(tree, row)
+        await anyio.lowlevel.checkpoint()
+    if tree.size < page.end:
+        await gap(page.end)
+    return len(rows)
+
+
+def _row_leaf(tree: Tree, row: Any) -> None:
+    """One leaf from its row (``scan.ROW_COLUMNS``), its fields taken as they come: a wrong type
+    is reported, not raised; the leaf hash recomputed is what goes into the tree."""
+    where = {"fact_id": row[0], "leaf_index": row[1]}
+    try:
+        leaf = canonical_leaf_sorted(row[3:])
+    except TypeError as exc:
+        leaf = repr(row[3:]).encode()
+        tree.out.add(
+            Finding(
+                "fact.id",
+                f"fact {row[0]} at index {row[1]}: a stored field has the wrong type ({exc})",
+                **where,
             )
-        if hashlib.sha256(leaf).hexdigest() != row[0]:
-            self.out.add(
-                Finding(
-                    "fact.id",
-                    f"fact {row[0]} at index {row[1]}: the stored fields hash to another "
-                    "id (the row was changed)",
-                    fact_id=row[0],
-                    leaf_index=row[1],
-                )
+        )
+    leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
+    if leaf_hash != row[2]:
+        stored = bytes(row[2]).hex() if isinstance(row[2], bytes | bytearray | memoryview) else repr(row[2])
+        tree.out.add(
+            Finding(
+                "fact.leaf_hash",
+                f"fact {row[0]} at index {row[1]}: stored leaf hash {stored} "
+                f"!= recomputed {leaf_hash.hex()}",
+                **where,
             )
+        )
+    if hashlib.sha256(leaf).hexdigest() != row[0]:
+        tree.out.add(
+            Finding(
+                "fact.id",
+                f"fact {row[0]} at index {row[1]}: the stored fields hash to another id "
+                "(the row was changed)",
+                **where,
+            )
+        )
+    tree.add(leaf_hash)
 
 
-def _fold(peaks: list[bytes]) -> bytes:
-    """The root over the peaks (``CompactRange.root``)."""
-    acc = peaks[-1]
-    for peak in reversed(peaks[:-1]):
-        acc = hashlib.sha256(b"\x01" + peak + acc).digest()
-    return acc
-
-
-async def _compare_nodes(
-    chain: ChainLog,
-    begin: int,
-    end: int,
-    computed: list[list[bytes]],
-    runs: dict[int, tuple[int, int, bytes]],
-    out: _Findings,
-) -> int:
+async def _compare_nodes(chain: ChainLog, page: Page, computed: list[list[bytes]], out: Findings) -> int:
     """Compare the nodes a page completed with the stored ones, a level at a time; one by one only
     for a level that differs, to name each node. Returns how many nodes were compared."""
     checked = 0
-    level = 0
-    while (end >> level) - 1 >= begin >> level:
-        first, last = begin >> level, (end >> level) - 1
+    for level, first, last in scan.completed_ranges(page.begin, page.end):
         mine = computed[level]
         checked += len(mine)
-        stored = runs.get(level)
-        if stored != (first, len(mine), b"".join(mine)):
-            async with chain.reading() as session:
-                by_index = await store.nodes_of_level(session, level, first, last)
-            for offset, value in enumerate(mine):
-                have = by_index.get(first + offset)
-                if have is None:
-                    out.add(
-                        Finding(
-                            "node.missing",
-                            f"node (level {level}, index {first + offset}) is not stored",
-                            node=(level, first + offset),
-                        )
-                    )
-                elif have != value:
-                    out.add(
-                        Finding(
-                            "node.mismatch",
-                            f"node (level {level}, index {first + offset}): stored "
-                            f"{have.hex()} != recomputed {value.hex()}",
-                            node=(level, first + offset),
-                        )
-                    )
-        level += 1
+        if page.runs.get(level) == (first, len(mine), b"".join(mine)):
+            continue
+        async with chain.reading() as session:
+            by_index = await scan.nodes_of_level(session, level, first, last)
+        for index, value in enumerate(mine, start=first):
+            node, where = (level, index), f"node (level {level}, index {index})"
+            if index not in by_index:
+                out.add(Finding("node.missing", f"{where} is not stored", node=node))
+            elif (have := by_index[index]) is None:
+                problem = "the stored value is not a 32-byte hash"
+                out.add(Finding("node.mismatch", f"{where}: {problem}", node=node))
+            elif have != value:
+                problem = f"stored {have.hex()} != recomputed {value.hex()}"
+                out.add(Finding("node.mismatch", f"{where}: {problem}", node=node))
     return checked
