@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -48,7 +49,7 @@ from chittyos.chat.ratelimit import RateLimiter
 from chittyos.chat.sealing import ChatSealer
 from chittyos.chat.store import NewMessage, append_messages, load_history
 from chittyos.chat.tokens import estimate_prompt_tokens, max_text_tokens
-from chittyos.chat.usage import UsageRecorder
+from chittyos.chat.usage import RecordedCall, UsageRecorder
 from chittyos.db.models import utcnow
 from chittyos.db.uow import UnitOfWork
 from chittyos.errors import InvalidInput
@@ -310,15 +311,7 @@ class ChatService:
                 estimated=estimated,
                 chat_session_id=call.session_key,
             )
-            async with self._uow.begin() as session:
-                await self._recorder.insert(session, recorded)
-                await self._budgets.settle(
-                    session,
-                    user_id=call.user_id,
-                    model=call.upstream.model,
-                    cost_usd=recorded.cost.cost_usd,
-                    hold=hold,
-                )
+            await self._record(call, hold, recorded, recorded.cost.cost_usd)
             log.info(
                 "chat call failed after text arrived; recorded",
                 usage_id=str(recorded.usage_id),
@@ -340,15 +333,7 @@ class ChatService:
             at=self._clock(),
             chat_session_id=call.session_key,
         )
-        async with self._uow.begin() as session:
-            await self._recorder.insert(session, recorded)
-            await self._budgets.settle(
-                session,
-                user_id=call.user_id,
-                model=call.upstream.model,
-                cost_usd=recorded.charge_usd,
-                hold=hold,
-            )
+        await self._record(call, hold, recorded, recorded.charge_usd)
         log.info(
             "chat call failed upstream; recorded",
             usage_id=str(recorded.usage_id),
@@ -356,6 +341,16 @@ class ChatService:
             status=failed.status,
             cost_status=recorded.cost.status,
         )
+
+    async def _record(
+        self, call: _Call, hold: Hold | None, recorded: RecordedCall, charge_usd: Decimal | None
+    ) -> None:
+        """Insert the usage row ``recorded`` and settle ``hold`` at ``charge_usd``, in one transaction."""
+        async with self._uow.begin() as session:
+            await self._recorder.insert(session, recorded)
+            await self._budgets.settle(
+                session, user_id=call.user_id, model=call.upstream.model, cost_usd=charge_usd, hold=hold
+            )
 
     def _bound(self, call: _Call) -> TokenUsage:
         """The most tokens one call can be billed for: what its budget hold was reserved for."""

@@ -186,29 +186,15 @@ class UsageRecorder:
         """One usage row per model call of an execution: each answered call in ``calls``, each
         call in ``failed`` that was sent and failed (``bound``: see ``price_failed``). Returns
         the sum of what they charge the budgets (USD), or None when one of them is not known."""
-        recorded = [
-            self.price(
-                user_id=user_id,
-                source="execution",
-                requested_model=requested_model,
-                completion=call,
-                status=status,
-                at=at,
-                execution_id=execution_id,
-            )
-            for call in calls
-        ] + [
-            self.price_failed(
-                user_id=user_id,
-                source="execution",
-                requested_model=requested_model,
-                failed=call,
-                bound=bound,
-                at=at,
-                execution_id=execution_id,
-            )
-            for call in failed
-        ]
+        common: dict[str, Any] = {
+            "user_id": user_id,
+            "source": "execution",
+            "requested_model": requested_model,
+            "at": at,
+            "execution_id": execution_id,
+        }
+        recorded = [self.price(completion=call, status=status, **common) for call in calls]
+        recorded += [self.price_failed(failed=call, bound=bound, **common) for call in failed]
         if recorded:
             await _insert_rows(session, [r.row for r in recorded])
         charges = [r.charge_usd for r in recorded]
