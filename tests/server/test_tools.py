@@ -109,8 +109,33 @@ async def test_arguments_of_the_wrong_type_are_named_without_pydantic_internals(
     assert "(got 'many')" in text
     assert "pydantic" not in text and "http" not in text and "Arguments" not in text
     assert missing.content[0].text == (
-        "invalid arguments for chitty_chat_session_create: session_name: Field required"
+        "invalid arguments for chitty_chat_session_create: session_name: is required"
     )
+    assert openai_server.chat_requests() == []
+
+
+async def test_unknown_arguments_and_json_types_the_schema_does_not_allow_are_refused(
+    connect: Connect, openai_server: OpenAIServer
+) -> None:
+    # The SDK's own check would ignore the misspelt name (max_tokens stays 1000) and take true as 1.
+    messages = [{"role": "user", "content": "hi"}]
+    async with connect() as client:
+        misspelt = await client.call_tool("chatgpt_complete", {"messages": messages, "max_token": 5})
+        boolean = await client.call_tool("chatgpt_complete", {"messages": messages, "max_tokens": True})
+        text_number = await client.call_tool("chitty_chain_query", {"limit": "5"})
+        several = await client.call_tool(
+            "chitty_chat_session_list", {"user_id": "u", "limit": 2.5, "status": 7}
+        )
+    assert misspelt.is_error and boolean.is_error and text_number.is_error and several.is_error
+    assert misspelt.content[0].text.startswith(
+        "invalid arguments for chatgpt_complete: max_token: is not an argument of chatgpt_complete (known: "
+    )
+    assert "max_tokens" in misspelt.content[0].text
+    assert boolean.content[0].text.startswith("invalid arguments for chatgpt_complete: max_tokens: ")
+    assert "(got True)" in boolean.content[0].text
+    assert text_number.content[0].text.startswith("invalid arguments for chitty_chain_query: limit: ")
+    assert "(got '5')" in text_number.content[0].text
+    assert "limit: " in several.content[0].text and "status: " in several.content[0].text
     assert openai_server.chat_requests() == []
 
 

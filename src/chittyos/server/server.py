@@ -16,7 +16,7 @@ from chittyos import __version__
 from chittyos.app import App
 from chittyos.server import chain, chat, coordinator, fortress
 from chittyos.server.client_logging import handle_set_level
-from chittyos.server.errors import argument_error
+from chittyos.server.errors import ArgumentCheck, argument_error
 
 INSTRUCTIONS = (
     "ChittyOS runs AI for legal and business work so that each run can be proven, contained and "
@@ -32,11 +32,21 @@ class ChittyServer(MCPServer[App]):
     The SDK renders the text block by dumping the Python value without its declared type, so a
     field's serializer (``Usd``: plain decimal text, never ``"0E-10"``) would apply to
     ``structuredContent`` only, and clients reading the text (the seed's) would see other values.
+
+    Arguments are first held to the tool's advertised input schema (``ArgumentCheck``): the SDK's
+    own check ignores unknown names and coerces JSON types.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._arguments = ArgumentCheck()
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[App, Any] | None = None
     ) -> CallToolResult | InputRequiredResult:
+        schema = self._tool_input_schema(name)
+        if schema is not None:
+            self._arguments.check(name, schema, arguments or {})
         try:
             result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
