@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from chittyos import __version__
 from chittyos.app import App
+from chittyos.errors import InvalidInput
 from chittyos.server import chain, chat, coordinator, fortress
 from chittyos.server.client_logging import handle_set_level
 from chittyos.server.errors import ArgumentCheck, argument_error
@@ -50,8 +51,15 @@ class ChittyServer(MCPServer[App]):
         try:
             result = await super().call_tool(name, arguments, context)
         except ToolError as exc:
-            if isinstance(exc.__cause__, ValidationError) and not isinstance(exc, UnexpectedToolError):
-                raise argument_error(name, exc.__cause__) from exc.__cause__
+            cause = exc.__cause__
+            if isinstance(exc, UnexpectedToolError):
+                raise
+            if isinstance(cause, ValidationError):
+                raise argument_error(name, cause) from cause
+            # A service refused an argument (tool_errors: ToolError from InvalidInput): the same
+            # prefix as a schema refusal, not the SDK's "Error executing tool".
+            if isinstance(cause, ToolError) and isinstance(cause.__cause__, InvalidInput):
+                raise ToolError(f"invalid arguments for {name}: {cause.__cause__}") from cause.__cause__
             raise
         if isinstance(result, CallToolResult) and result.structured_content is not None:
             text = json.dumps(result.structured_content, indent=2, ensure_ascii=False)
