@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from chittyos.analytics import UsageReport
 from chittyos.app import App
@@ -22,6 +22,30 @@ class ChatMessageArg(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant"]
     content: str
+
+
+# What a client (and the model choosing arguments) reads in each argument's JSON Schema.
+Messages = Annotated[
+    list[ChatMessageArg],
+    Field(description="The new messages, in order: role system|user|assistant, content."),
+]
+Model = Annotated[str | None, Field(description="Model name; default CHITTY_DEFAULT_MODEL.")]
+MaxTokens = Annotated[
+    int, Field(description="Most completion tokens the model may generate (what a budget holds).")
+]
+Temperature = Annotated[float, Field(description="Sampling temperature.")]
+SessionId = Annotated[str, Field(description="A chat session id (from chitty_chat_session_create).")]
+OptionalSessionId = Annotated[
+    str | None,
+    Field(description="A chat session id: its earlier messages are sent first and the new ones stored."),
+]
+PayingUser = Annotated[
+    str | None,
+    Field(description="Who pays (usage, budgets); default the session's user, else 'anonymous'."),
+]
+UserId = Annotated[str, Field(description="The user the sessions belong to.")]
+Limit = Annotated[int, Field(description="Page size (at most CHITTY_PAGE_SIZE_MAX).")]
+Offset = Annotated[int, Field(description="Items to skip, for paging.")]
 
 
 def _request(
@@ -52,13 +76,13 @@ def register(mcp: MCPServer[App]) -> None:
         annotations=ToolAnnotations(title="Chat completion", read_only_hint=False, open_world_hint=True)
     )
     async def chatgpt_complete(
-        messages: list[ChatMessageArg],
+        messages: Messages,
         ctx: Context[App],
-        model: str | None = None,
-        max_tokens: int = 1000,
-        temperature: float = 0.7,
-        session_id: str | None = None,
-        user_id: str | None = None,
+        model: Model = None,
+        max_tokens: MaxTokens = 1000,
+        temperature: Temperature = 0.7,
+        session_id: OptionalSessionId = None,
+        user_id: PayingUser = None,
     ) -> ChatCompletionView:
         """Ask the model for one answer and record its usage and cost (USD).
 
@@ -81,13 +105,13 @@ def register(mcp: MCPServer[App]) -> None:
         )
     )
     async def chatgpt_stream(
-        messages: list[ChatMessageArg],
+        messages: Messages,
         ctx: Context[App],
-        model: str | None = None,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        max_tokens: int = 1000,
-        temperature: float = 0.7,
+        model: Model = None,
+        session_id: OptionalSessionId = None,
+        user_id: PayingUser = None,
+        max_tokens: MaxTokens = 1000,
+        temperature: Temperature = 0.7,
     ) -> ChatCompletionView:
         """Stream the model's answer: with a progressToken, each text delta arrives as a progress
         notification (the delta is its message); the result holds the whole text and the usage
@@ -112,7 +136,12 @@ def register(mcp: MCPServer[App]) -> None:
 
     @mcp.tool(annotations=ToolAnnotations(title="Create chat session", read_only_hint=False))
     async def chitty_chat_session_create(
-        user_id: str, session_name: str, ctx: Context[App], initial_system_prompt: str | None = None
+        user_id: Annotated[str, Field(description="The user the session belongs to.")],
+        session_name: Annotated[str, Field(description="A name for people to recognise the session.")],
+        ctx: Context[App],
+        initial_system_prompt: Annotated[
+            str | None, Field(description="Stored as the session's first (system) message.")
+        ] = None,
     ) -> SessionView:
         """Create a chat session for user_id; initial_system_prompt becomes its first message."""
         app = ctx.request_context.lifespan_context
@@ -123,11 +152,13 @@ def register(mcp: MCPServer[App]) -> None:
 
     @mcp.tool(annotations=ToolAnnotations(title="List chat sessions", read_only_hint=True))
     async def chitty_chat_session_list(
-        user_id: str,
+        user_id: UserId,
         ctx: Context[App],
-        limit: int = 20,
-        offset: int = 0,
-        status: Literal["active", "archived"] | None = None,
+        limit: Limit = 20,
+        offset: Offset = 0,
+        status: Annotated[
+            Literal["active", "archived"] | None, Field(description="Only sessions in this status.")
+        ] = None,
     ) -> SessionList:
         """The chat sessions of user_id, newest first (without their messages)."""
         app = ctx.request_context.lifespan_context
@@ -136,7 +167,9 @@ def register(mcp: MCPServer[App]) -> None:
 
     @mcp.tool(annotations=ToolAnnotations(title="Get chat session", read_only_hint=True))
     async def chitty_chat_session_get(
-        session_id: str, ctx: Context[App], include_messages: bool = True
+        session_id: SessionId,
+        ctx: Context[App],
+        include_messages: Annotated[bool, Field(description="Include the messages, in order.")] = True,
     ) -> SessionView:
         """One chat session with its totals (tokens, cost in USD) and, by default, its messages."""
         app = ctx.request_context.lifespan_context
@@ -145,12 +178,16 @@ def register(mcp: MCPServer[App]) -> None:
 
     @mcp.tool(annotations=ToolAnnotations(title="Add chat message", read_only_hint=False))
     async def chitty_message_add(
-        session_id: str,
-        role: Literal["system", "user", "assistant"],
-        content: str,
+        session_id: SessionId,
+        role: Annotated[Literal["system", "user", "assistant"], Field(description="Who said it.")],
+        content: Annotated[str, Field(description="The message text (sealed at rest).")],
         ctx: Context[App],
-        tokens_used: int | None = None,
-        cost: Decimal | None = None,
+        tokens_used: Annotated[
+            int | None, Field(description="Tokens to add to the session's total.")
+        ] = None,
+        cost: Annotated[
+            Decimal | None, Field(description="USD to add to the session's total (decimal text or number).")
+        ] = None,
     ) -> MessageView:
         """Append a message to a session; its tokens and cost (USD) add to the session's totals."""
         app = ctx.request_context.lifespan_context
@@ -162,10 +199,18 @@ def register(mcp: MCPServer[App]) -> None:
     @mcp.tool(annotations=ToolAnnotations(title="Usage analytics", read_only_hint=True))
     async def chitty_usage_analytics(
         ctx: Context[App],
-        user_id: str | None = None,
-        start_date: str | None = None,
-        end_date: str | None = None,
-        granularity: Literal["day", "week", "month"] = "day",
+        user_id: Annotated[
+            str | None, Field(description="Only this user's calls; default every user.")
+        ] = None,
+        start_date: Annotated[
+            str | None, Field(description="First day, ISO date (2025-01-31, UTC); default 29 days earlier.")
+        ] = None,
+        end_date: Annotated[
+            str | None, Field(description="Last day, ISO date, inclusive; default today (UTC).")
+        ] = None,
+        granularity: Annotated[
+            Literal["day", "week", "month"], Field(description="Period of the breakdown (UTC; ISO weeks).")
+        ] = "day",
     ) -> UsageReport:
         """Sessions, messages, calls, tokens and cost (USD) of every model call the server made
         (chat tools and executions), per UTC day, ISO week or month and per model, with the

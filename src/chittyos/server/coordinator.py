@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
+from pydantic import Field
 
 from chittyos.app import App
 from chittyos.execution import ExecutionRequest, ExecutionView
@@ -18,14 +19,22 @@ def register(mcp: MCPServer[App]) -> None:
         annotations=ToolAnnotations(title="Secure AI execution", read_only_hint=False, open_world_hint=True)
     )
     async def chitty_secure_ai_execute(
-        prompt: str,
-        user_id: str,
+        prompt: Annotated[
+            str, Field(description="The prompt (at most CHITTY_MAX_PROMPT_CHARS; sealed at rest).")
+        ],
+        user_id: Annotated[str, Field(description="Who runs it (recorded, and charged to their budgets).")],
         ctx: Context[App],
-        security_level: Literal["standard", "fortress", "verified"] = "standard",
-        case_id: str | None = None,
-        model: str | None = None,
-        label: str | None = None,
-        create_evidence: bool = False,
+        security_level: Annotated[
+            Literal["standard", "fortress", "verified"],
+            Field(description="standard: one direct model call; fortress, verified: not on this server yet."),
+        ] = "standard",
+        case_id: Annotated[str | None, Field(description="The matter this run belongs to.")] = None,
+        model: Annotated[str | None, Field(description="Model name; default CHITTY_DEFAULT_MODEL.")] = None,
+        label: Annotated[str | None, Field(description="A short label for people.")] = None,
+        create_evidence: Annotated[
+            bool,
+            Field(description="Ask for an evidence record; none are built here yet (evidence_id null)."),
+        ] = False,
     ) -> ExecutionView:
         """Run a prompt at a security tier and record it (hashed, sealed at rest, logged to ChittyChain).
 
@@ -56,7 +65,10 @@ def register(mcp: MCPServer[App]) -> None:
         return view
 
     @mcp.tool(annotations=ToolAnnotations(title="Execution status", read_only_hint=True))
-    async def chitty_execution_status(execution_id: str, ctx: Context[App]) -> ExecutionView:
+    async def chitty_execution_status(
+        execution_id: Annotated[str, Field(description="The execution_id a run returned (a UUID).")],
+        ctx: Context[App],
+    ) -> ExecutionView:
         """Status and results of one execution, by its execution_id (a UUID)."""
         app = ctx.request_context.lifespan_context
         with tool_errors():

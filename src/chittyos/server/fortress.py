@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import ToolAnnotations
+from pydantic import Field
 
 from chittyos.app import App
 from chittyos.errors import InvalidInput
@@ -38,7 +40,12 @@ class SignatureVerification:
 def register(mcp: MCPServer[App], app: App) -> None:
     @mcp.tool(annotations=ToolAnnotations(title="Verify an OpenPGP signature", read_only_hint=True))
     async def fortress_verify_signature(
-        content: str, signature: str, ctx: Context[App], public_key: str | None = None
+        content: Annotated[str, Field(description="The signed text; its UTF-8 bytes are checked.")],
+        signature: Annotated[str, Field(description="An ASCII-armored detached OpenPGP signature.")],
+        ctx: Context[App],
+        public_key: Annotated[
+            str | None, Field(description="An armored public key to check against; default: the server's.")
+        ] = None,
     ) -> SignatureVerification:
         """Check an ASCII-armored detached OpenPGP signature over content (UTF-8 bytes).
 
