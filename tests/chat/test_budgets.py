@@ -349,3 +349,40 @@ async def test_a_completion_rolled_back_by_a_later_subscriber_is_settled_once_by
     assert row.status == "failed" and row.cost_usd is not None and row.cost_usd > 0
     (budget,) = await app.budgets.show("uli")
     assert (budget.spent_usd, budget.reserved_usd) == (row.cost_usd, 0)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_on_sqlite_a_user_without_a_budget_reserves_without_waiting_for_the_write_lock(
+    app: App, parts: Parts, database_url: str
+) -> None:
+    # Another writer holds SQLite's one write lock. A user no budget covers needs nothing locked,
+    # so the reserve answers at once; a user with a budget still queues for the lock.
+    import sqlite3
+
+    await parts.budgets.set(user_id="capped", limit_usd=Decimal(5), window="month")
+    path = database_url.removeprefix("sqlite:///")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    capped: list[Any] = []
+
+    async def reserve_capped() -> None:
+        capped.append(
+            await parts.budgets.reserve(
+                user_id="capped", model="gpt-4o-mini", provider="openai", prompt_tokens=10, max_tokens=10
+            )
+        )
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reserve_capped)
+            with anyio.fail_after(2):
+                hold = await parts.budgets.reserve(
+                    user_id="free", model="gpt-4o-mini", provider="openai", prompt_tokens=10, max_tokens=10
+                )
+            assert hold is None
+            await anyio.sleep(0.3)
+            assert capped == []  # still queued behind the other writer
+            other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert capped[0] is not None and capped[0].budgets == 1

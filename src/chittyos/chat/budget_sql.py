@@ -13,6 +13,7 @@ from chittyos.chat.windows import EPOCH
 from chittyos.db.models import ALL_MODELS, Budget, BudgetReservation, Money, UTCDateTime
 
 __all__ = [
+    "ANY_BUDGET_SQLITE",
     "DROP_EXPIRED",
     "HOLD",
     "LOCK_BUDGETS",
@@ -25,6 +26,9 @@ __all__ = [
 _B = Budget.__table__
 _R = BudgetReservation.__table__
 _SCOPE = _B.c.model.in_((ALL_MODELS, bindparam("b_model")))
+ANY_BUDGET_SQLITE = "SELECT 1 FROM budgets WHERE user_id = ? AND model IN (?, ?) LIMIT 1"
+"""Whether any budget covers (user, model key): LOCK_BUDGETS's scope, as driver SQL for
+``UnitOfWork.peek_sqlite``."""
 LOCK_BUDGETS = (
     select(_B).where(_B.c.user_id == bindparam("b_user"), _SCOPE).order_by(_B.c.id).with_for_update()
 )

@@ -210,7 +210,16 @@ class BudgetService:
     async def reserve(
         self, *, user_id: str, model: str, provider: str, prompt_tokens: int, max_tokens: int
     ) -> Hold | None:
-        """``reserve_in`` in a transaction of its own (chat calls)."""
+        """``reserve_in`` in a transaction of its own (chat calls).
+
+        On SQLite, a user and model that no budget covers (the usual case) return None after one
+        read outside any transaction, without taking the database write lock. A budget set at
+        that moment misses this one call, as it would if set just after the locking read."""
+        found = await self._uow.peek_sqlite(
+            sql.ANY_BUDGET_SQLITE, (user_id, ALL_MODELS, self._pricer.model_key(model))
+        )
+        if found == []:
+            return None
         async with self._uow.begin() as session:
             return await self.reserve_in(
                 session,

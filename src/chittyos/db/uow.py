@@ -11,11 +11,12 @@ otherwise cancel its own rollback too, leaving the connection checked out and it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 __all__ = ["UnitOfWork"]
 
@@ -23,6 +24,28 @@ __all__ = ["UnitOfWork"]
 class UnitOfWork:
     def __init__(self, *, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._factory = session_factory
+        bind = session_factory.kw.get("bind")
+        self._sqlite = bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite" else None
+
+    async def peek_sqlite(self, statement: str, params: Sequence[Any]) -> list[Any] | None:
+        """On SQLite, the rows of one read ``statement`` (driver SQL, ``?`` parameters) run on a
+        pooled connection outside any transaction: WAL gives the statement a snapshot of its
+        own and it takes no write lock, where ``begin()``/``read()`` would take it (``BEGIN
+        IMMEDIATE``) at the cost of several thread hand-offs. None on any other database: the
+        caller reads in a transaction instead.
+
+        For a quick negative answer ahead of a locking transaction (is there anything to
+        lock?), never for a read that must agree with a write that follows it.
+        """
+        if self._sqlite is None:
+            return None
+        connection = await self._sqlite.connect()
+        try:
+            raw = (await connection.get_raw_connection()).driver_connection
+            return list(await raw.execute_fetchall(statement, params))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await connection.close()
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
