@@ -53,6 +53,13 @@ class UnitOfWork:
         session = self._factory()
         try:
             await session.begin()
+            # Take the connection and open the transaction (BEGIN IMMEDIATE on SQLite: it waits
+            # for the write lock) out of reach of cancellation. Cancelled midway, the driver's
+            # connection would be dropped in mid-statement, neither closed nor returned to the
+            # pool, and its aiosqlite thread would keep the process from exiting. A cancelled
+            # caller instead waits for the lock (at most the busy timeout), then rolls back.
+            with anyio.CancelScope(shield=True):
+                await session.connection()
             yield session
             with anyio.CancelScope(shield=True):
                 await session.commit()
