@@ -136,3 +136,13 @@ async def test_an_execution_records_one_priced_usage_row_per_model_call(
     assert str(row.execution_id) == view.execution_id
     assert (row.source, row.status, row.user_id) == ("execution", "completed", "bob")
     assert row.cost_usd == Decimal("0.05") and row.cost_status == "priced"
+
+
+async def test_an_answer_cut_off_at_max_tokens_says_so_in_warnings(
+    parts: Parts, openai_server: OpenAIServer
+) -> None:
+    cut = await parts.chat.complete(ask("one two three four five six", max_tokens=3))
+    whole = await parts.chat.complete(ask("one two", max_tokens=50))
+    assert cut.finish_reason == "length"
+    assert any("cut off at max_tokens (3)" in w for w in cut.warnings)
+    assert whole.finish_reason == "stop" and not any("cut off" in w for w in whole.warnings)

@@ -511,6 +511,8 @@ async def test_a_malformed_or_cut_answer_after_sending_is_unknown_delivery(
     exc = caught.value
     assert (exc.delivery, exc.status, exc.model) == ("unknown", None, "gpt-4o")
     assert failed_call(exc, model="gpt-4o", provider="openai") is not None
+    # The address was right: no advice to check OPENAI_BASE_URL.
+    assert "cannot reach" not in str(exc) and "OPENAI_BASE_URL" not in str(exc)
     no_text_of_the_request(exc)
     assert api_key not in everything_about(exc)
 
@@ -535,6 +537,7 @@ async def test_a_refused_connection_was_never_sent(api_key: str) -> None:
 
     assert (caught.value.delivery, caught.value.attempts) == ("not_sent", 2)
     assert failed_call(caught.value, model="gpt-4o", provider="openai") is None
+    assert f"cannot reach 127.0.0.1:{port}" in str(caught.value) and "OPENAI_BASE_URL" in str(caught.value)
 
 
 async def test_a_request_refused_before_sending_is_no_call(make_provider: MakeProvider) -> None:

@@ -261,7 +261,7 @@ class ChatService:
             price_source=recorded.cost.source,
             finish_reason=completion.finish_reason,
             request_id=completion.request_id,
-            warnings=[*call.notes, *warnings],
+            warnings=[*call.notes, *_cut_off(completion, call.upstream.max_tokens), *warnings],
         )
 
     async def _after_failure(
@@ -358,3 +358,11 @@ class ChatService:
             prompt_tokens=estimate_prompt_tokens(call.upstream.messages),
             completion_tokens=call.upstream.max_tokens or self._default_max_tokens,
         )
+
+
+def _cut_off(completion: Completion, max_tokens: int | None) -> list[str]:
+    """A warning when the model stopped at the token limit (finish_reason ``length``)."""
+    if completion.finish_reason != "length":
+        return []
+    limit = f"max_tokens ({max_tokens})" if max_tokens is not None else "its token limit"
+    return [f"the answer was cut off at {limit}; ask again with a larger max_tokens for the rest"]

@@ -358,11 +358,19 @@ class OpenAIProvider:
             )
         if isinstance(exc, openai.APIConnectionError):
             cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else "connection error"
+            delivery = _transport_delivery(exc)
+            if delivery == "not_sent":
+                problem = (
+                    f"cannot reach {self._host} ({cause}) {tries}; check OPENAI_BASE_URL and that "
+                    "the server is running"
+                )
+            else:
+                # Connected and sent, then the connection broke: the address is right.
+                problem = f"the connection to {self._host} broke before an answer came ({cause}) {tries}"
             return ProviderError(
-                f"{self.name}: cannot reach {self._host} ({cause}) {tries}; check OPENAI_BASE_URL "
-                "and that the server is running",
+                f"{self.name}: {problem}",
                 provider=self.name,
-                **self._sent(model, started, _transport_delivery(exc), attempts=attempts),
+                **self._sent(model, started, delivery, attempts=attempts),
             )
         # Any other APIError came back from the wire; an OpenAIError that is not one never left.
         delivery: Delivery = "unknown" if isinstance(exc, openai.APIError) else "not_sent"
