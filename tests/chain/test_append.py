@@ -37,9 +37,9 @@ class Statements:
             self.written += bool(locked is not None and locked.written)
             return locked
 
-        async def counting_write_leaves(*args: object, **kwargs: object) -> None:
+        async def counting_write_leaves(*args: object, **kwargs: object) -> bool:
             self.writes += 1
-            await write_leaves(*args, **kwargs)  # type: ignore[arg-type]
+            return await write_leaves(*args, **kwargs)  # type: ignore[arg-type]
 
         monkeypatch.setattr(store, "lock_head", counting_lock_head)
         monkeypatch.setattr(store, "write_leaves", counting_write_leaves)
@@ -283,6 +283,29 @@ def test_the_text_check_refuses_exactly_the_control_and_surrogate_code_points() 
     with pytest.raises(InvalidInput) as info:
         make_fact(1, subject="execution:\u0085x")
     assert (info.value.field, info.value.got) == ("subject", "U+0085 at offset 10")
+
+
+# Format characters Unicode added after this project's oldest Python (3.11: Unicode 14.0); the
+# check refuses them already.
+CF_AFTER_UNICODE_14 = set(range(0x13439, 0x13440))
+
+
+def test_identifier_fields_also_refuse_exactly_the_format_code_points() -> None:
+    refused = {c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cc", "Cs", "Cf")}
+    matched = {c for c in range(0x110000) if facts_module._IDENTIFIER.match(chr(c))}
+    assert refused <= matched and matched - refused <= CF_AFTER_UNICODE_14
+    for field in ("subject", "predicate", "source"):
+        for char in ("\u202e", "\u200b", "\u2066", "\ufeff", "\U000e0041"):
+            with pytest.raises(InvalidInput) as info:
+                make_fact(1, **{field: f"ab{char}c"})
+            assert (info.value.field, info.value.got) == (field, f"U+{ord(char):04X} at offset 2")
+            assert info.value.rule.startswith("must not contain invisible format characters (Unicode Cf")
+    with pytest.raises(InvalidInput) as info:
+        make_fact(1, subject="a\x07b")  # a control character keeps its own rule
+    assert info.value.rule == "must not contain control characters or lone surrogates"
+    # The object is free text: a right-to-left override, a zero-width joiner are kept.
+    fact = make_fact(1, object="note: \u202eevil\u202c \U0001f469\u200d\U0001f4bb")
+    assert "\u202e" in fact.object and b"\xe2\x80\xae" in fact.leaf_bytes()
 
 
 def test_a_fact_leaf_is_the_canonical_json_of_its_fields() -> None:

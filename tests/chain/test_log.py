@@ -410,7 +410,7 @@ async def test_a_completed_execution_is_in_the_log_with_its_fact_ids_on_the_row(
     view = await app.executions.execute(
         ExecutionRequest(prompt="Summarise the lease", user_id="alice", case_id="C-7")
     )
-    assert len(view.chain_facts) == 5
+    assert len(view.chain_facts) == 6
     assert (await app.executions.status(view.execution_id)).chain_facts == view.chain_facts
     records = [await chain.get(fact_id) for fact_id in view.chain_facts]
     completed = records[0]
@@ -420,14 +420,23 @@ async def test_a_completed_execution_is_in_the_log_with_its_fact_ids_on_the_row(
     assert completed.fact().when == view.completed_at.replace(
         microsecond=view.completed_at.microsecond // 1000 * 1000
     )
-    assert [r.predicate for r in records] == ["completed", "prompt", "model", "requested_by", "case"]
+    assert [r.predicate for r in records] == [
+        "completed",
+        "prompt",
+        "model",
+        "requested_model",
+        "requested_by",
+        "case",
+    ]
+    assert view.model == "gpt-4o-mini"  # the model asked for (the default): the row's model column
     assert [r.object for r in records[1:]] == [
         f"sha256:{view.prompt_hash}",
         "gpt-4o-mini",
+        view.model,
         "user:alice",
         "C-7",
     ]
-    assert [r.leaf_index for r in records] == [0, 1, 2, 3, 4]
+    assert [r.leaf_index for r in records] == [0, 1, 2, 3, 4, 5]
     proof = await chain.inclusion_proof(completed.fact_id)
     verify_tlog_proof(proof.tlog_proof, verifier=chain.verifier, leaf=completed.leaf_bytes())
     assert parse_tlog_proof(proof.tlog_proof).index == 0

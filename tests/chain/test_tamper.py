@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import anyio
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -165,8 +166,37 @@ async def test_a_replaced_checkpoint_root(built: ChainLog, engine: AsyncEngine) 
     assert where(report.log_findings) == {("checkpoint.note", None, None, 20)}
     assert report.facts[0].ok  # checked against the newest (40), which is intact
 
+    # The recompute is held to the root the note signs, which is intact: only the row's column is
+    # wrong, and the finding says so (it names the column's value, not a "signed root").
     log = await built.verify_log(page_size=16)
-    assert where(log.findings) == {("checkpoint.note", None, None, 20), ("checkpoint.root", None, None, 20)}
+    assert where(log.findings) == {("checkpoint.note", None, None, 20)}
+    assert "the row says root " + "00" * 32 in log.findings[0].message
+
+
+async def test_a_checkpoint_row_no_note_signs_is_held_to_its_root_column_and_says_so(
+    built: ChainLog, engine: AsyncEngine
+) -> None:
+    forger = NoteSigner(name=LOG_ORIGIN, seed=bytes(range(1, 33)))
+    forged = sign_checkpoint(Checkpoint(LOG_ORIGIN, 20, bytes(32)), forger)
+    await sql(
+        engine,
+        "UPDATE chitty_chain_checkpoints SET note = :note, root_hash = :h WHERE tree_size = 20",
+        note=forged,
+        h=bytes(32),
+    )
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {("checkpoint.signature", None, None, 20), ("checkpoint.root", None, None, 20)}
+    (root,) = [f for f in log.findings if f.check == "checkpoint.root"]
+    assert root.message.startswith("checkpoint at size 20: the stored root_hash column (its note does not sign")
+    assert "00" * 32 + " != recomputed root " + built_root(20) in root.message
+    assert "signed root" not in root.message
+
+
+async def test_an_edited_fact_is_held_to_the_signed_root(built: ChainLog, engine: AsyncEngine) -> None:
+    await sql(engine, FACT_13.format("object = 'sha256:forged'"))
+    log = await built.verify_log(page_size=16)
+    (at_20,) = [f for f in log.findings if f.check == "checkpoint.root" and f.tree_size == 20]
+    assert at_20.message.startswith(f"checkpoint at size 20: signed root {built_root(20)} != recomputed root ")
 
 
 async def test_a_previous_checkpoint_moved_to_another_size(built: ChainLog, engine: AsyncEngine) -> None:
@@ -224,12 +254,12 @@ async def test_corrupted_head_peaks_are_caught_before_anything_is_signed(
     built: ChainLog, uow: UnitOfWork, engine: AsyncEngine
 ) -> None:
     await sql(engine, "UPDATE chitty_chain_head SET peaks = :p", p=bytes(64))  # 40 = 32 + 8: two peaks
-    await append_all(built, uow, [make_fact(n) for n in range(100, 108)], batch=8)  # completes (3, 5) and up
-    with pytest.raises(IntegrityError, match="not consistent"):
-        await built.checkpoint()
+    # Appending 8 completes (3, 5) and (4, 2) = H((3, 4), (3, 5)): the bad peak (3, 4) is refused.
+    with pytest.raises(IntegrityError, match=r"the head's peak for node \(level \d, index \d\).*refusing to"):
+        await append_all(built, uow, [make_fact(n) for n in range(100, 108)], batch=8)
+    assert (await built.checkpoint()).tree_size == N  # nothing new to sign
     log = await built.verify_log(page_size=16)
-    assert {f.check for f in log.findings} == {"head.peaks", "node.mismatch"}
-    assert ("node.mismatch", None, (4, 2), None) in where(log.findings)  # (3,4)+(3,5): hashed with a bad peak
+    assert where(log.findings) == {("head.peaks", None, None, None)}  # nothing was written
 
     await sql(engine, "UPDATE chitty_chain_head SET peaks = :p", p=bytes(33))  # not a whole number of peaks
     with pytest.raises(IntegrityError, match="peaks"):
@@ -392,3 +422,103 @@ async def test_a_value_of_another_type(
         "node": {("node.mismatch", None, (2, 1), None)},
     }[found]
     assert where(log.findings) == expected
+
+
+# -- a checkpoint is signed only over a tree the stored data produces ----------------------------
+
+
+async def checkpoint_sizes(uow: UnitOfWork) -> list[int]:
+    async with uow.read() as session:
+        return list(
+            (await session.execute(text("SELECT tree_size FROM chitty_chain_checkpoints ORDER BY 1"))).scalars()
+        )
+
+
+@pytest.mark.parametrize(("size", "signed_at"), [(15, None), (45, 32)], ids=["never-signed", "signed-at-32"])
+async def test_peaks_of_the_right_length_but_wrong_values_are_refused_and_never_signed(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine, size: int, signed_at: int | None
+) -> None:
+    # The tester's case: 4 peaks (15 = 8+4+2+1, 45 = 32+8+4+1) overwritten with zeros, then 8
+    # facts. From 32 the consistency proof alone would pass: the bad nodes lie beyond 32.
+    facts = [make_fact(n) for n in range(size + 8)]
+    if signed_at is not None:
+        await append_all(chain, uow, facts[:signed_at], batch=8)
+        assert (await chain.checkpoint()).tree_size == signed_at
+    await append_all(chain, uow, facts[signed_at or 0 : size], batch=1)
+    await sql(engine, "UPDATE chitty_chain_head SET peaks = :p", p=bytes(128))
+
+    with pytest.raises(IntegrityError, match=r"refusing to append \(the head row was changed: run `chittyos"):
+        await append_all(chain, uow, facts[size:], batch=8)
+    with pytest.raises(IntegrityError) as refused:
+        await chain.checkpoint()
+    assert str(refused.value).startswith(
+        f"chain: refusing to sign a checkpoint at size {size}: the head's peak 0 ({'00' * 32}) is not the stored node"
+    )
+    assert "run `chittyos chain verify`" in str(refused.value)
+    assert await checkpoint_sizes(uow) == ([] if signed_at is None else [signed_at])
+    log = await chain.verify_log(page_size=16)
+    assert where(log.findings) == {("head.peaks", None, None, None)}
+
+
+TAIL = 53  # built (signed at 20 and 40) + 13 facts not yet signed
+
+
+NODE = 'UPDATE chitty_chain_nodes SET hash = :z WHERE level = {} AND "index" = {}'
+HASH = "[0-9a-f]{64}"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (
+            NODE.format(1, 22),
+            rf"node \(level 1, index 22\) \({HASH}\) is not H\(0x01 \|\| left \|\| right\) of its stored "
+            r"children \(level 0, index 44\) and \(level 0, index 45\)",
+        ),
+        (NODE.format(0, 50), r"node \(level 0, index 50\) is not the leaf hash of the fact at index 50"),
+        (
+            "UPDATE chitty_chain_facts SET object = 'sha256:forged' WHERE leaf_index = 45",
+            rf"fact {HASH} at index 45: its stored fields do not hash to its id and leaf hash",
+        ),
+        (
+            "UPDATE chitty_chain_facts SET leaf_hash = :z WHERE leaf_index = 47",
+            rf"fact {HASH} at index 47: its stored fields do not hash",
+        ),
+        ("DELETE FROM chitty_chain_facts WHERE leaf_index = 48", r"leaf 48 has no fact row"),
+        (
+            NODE.format(4, 2),
+            rf"the head's peak 1 \({HASH}\) is not the stored node \(level 4, index 2\) \(0{{64}}\)",
+        ),
+    ],
+    ids=["inner-node", "leaf-node", "fact-field", "leaf-hash", "missing-fact", "root-node"],
+)
+async def test_signing_checks_every_leaf_and_node_added_since_the_last_checkpoint(
+    built: ChainLog, uow: UnitOfWork, engine: AsyncEngine, change: str, named: str
+) -> None:
+    await append_all(built, uow, [make_fact(n) for n in range(N, TAIL)], batch=1)
+    await sql(engine, change, **({"z": bytes(32)} if ":z" in change else {}))
+    with pytest.raises(IntegrityError, match=f"chain: refusing to sign a checkpoint at size {TAIL}: {named}"):
+        await built.checkpoint()
+    assert await checkpoint_sizes(uow) == [20, N]
+
+
+async def test_the_background_checkpointer_refuses_too_and_signs_once_the_tree_is_whole_again(
+    uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    chain = ChainLog(uow=uow, signer=LOG_KEY, checkpoint_every=4, checkpoint_interval_s=0.05)
+    await append_all(chain, uow, FACTS[:TAIL - 13], batch=8)
+    await chain.checkpoint()
+    await append_all(chain, uow, [make_fact(n) for n in range(N, TAIL)], batch=1)
+    async with engine.connect() as conn:
+        query = text('SELECT hash FROM chitty_chain_nodes WHERE level = 1 AND "index" = 22')
+        genuine = bytes((await conn.execute(query)).scalar_one())
+    await sql(engine, NODE.format(1, 22), z=bytes(32))
+    async with anyio.create_task_group() as tg:
+        await tg.start(chain.run_checkpointer)
+        await anyio.sleep(0.3)  # several rounds, each refused
+        assert await checkpoint_sizes(uow) == [N]
+        await sql(engine, NODE.format(1, 22), z=genuine)
+        with anyio.fail_after(5):
+            while await checkpoint_sizes(uow) != [N, TAIL]:
+                await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()

@@ -39,7 +39,8 @@ async def test_an_assertion_is_logged_signed_queried_and_verified_offline(connec
 
     assert report["all_valid"] is True, report
     (fact,) = report["facts"]
-    assert fact["checks"] == {"leaf": True, "inclusion": True, "signature": True, "cross_reference": True}
+    # An assertion names no execution: nothing to cross-reference, which reads null, not true.
+    assert fact["checks"] == {"leaf": True, "inclusion": True, "signature": True, "cross_reference": None}
     assert fact["leaf_index"] == logged["leaf_index"] and fact["failures"] == []
     # Offline, with nothing but the published verifier key: the proof and the checkpoint check out.
     verifier = NoteVerifier.from_vkey(vkey)
@@ -94,6 +95,8 @@ async def test_executions_log_facts_and_tampering_is_reported_by_check_and_fact(
         ("fortress_log_assertion", {"subject": "s", "predicate": "p\n", "object": "o", "source": "s"}, "predicate"),
         ("chitty_chain_query", {"start_time": 10, "end_time": 5}, "end_time"),
         ("chitty_chain_query", {"limit": 0}, "limit"),
+        ("fortress_log_assertion", {"subject": "s\u202eab", "predicate": "p", "object": "o", "source": "s"}, "subject"),
+        ("fortress_log_assertion", {"subject": "s", "predicate": "p", "object": "o", "source": "\u200bs"}, "source"),
     ],
 )
 async def test_bad_chain_arguments_name_the_field(connect: Connect, tool: str, arguments: dict[str, Any], named: str) -> None:
@@ -101,6 +104,37 @@ async def test_bad_chain_arguments_name_the_field(connect: Connect, tool: str, a
         result = await client.call_tool(tool, arguments)
     assert result.is_error is True
     assert named in result.content[0].text
+
+
+async def test_query_times_beyond_a_bigint_are_refused_naming_the_field_and_the_bound(connect: Connect) -> None:
+    async with connect() as client:
+        start = await client.call_tool("chitty_chain_query", {"start_time": 99999999999999999999})
+        end = await client.call_tool("chitty_chain_query", {"end_time": 9223372036854775808})
+        negative = await client.call_tool("chitty_chain_query", {"start_time": -1})
+        largest = await client.call_tool("chitty_chain_query", {"start_time": 0, "end_time": 9223372036854775807})
+        rlo = await client.call_tool(
+            "fortress_log_assertion", {"subject": "a\u202eb", "predicate": "p", "object": "o", "source": "s"}
+        )
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    # The output model says what a null check means.
+    schema = tools["chitty_chain_verify"].output_schema or {}
+    checks = schema["$defs"]["FactResult"]["properties"]["checks"]
+    assert "null: not applicable or not checked, never counted as passed" in checks["description"]
+    assert {"type": "null"} in checks["additionalProperties"]["anyOf"]
+    query = tools["chitty_chain_query"].input_schema["properties"]["start_time"]
+    assert query["maximum"] == 2**63 - 1 and query["minimum"] == 0
+    assert start.is_error and end.is_error and negative.is_error
+    assert start.content[0].text == (
+        "invalid arguments for chitty_chain_query: start_time: is greater than the maximum of "
+        "9223372036854775807 (got 99999999999999999999)"
+    )
+    assert end.content[0].text.startswith(
+        "invalid arguments for chitty_chain_query: end_time: is greater than the maximum of 9223372036854775807"
+    )
+    assert "start_time: is less than the minimum of 0" in negative.content[0].text
+    assert largest.is_error is False and payload(largest)["count"] == 0
+    assert rlo.is_error and "subject: must not contain invisible format characters" in rlo.content[0].text
+    assert "U+202E at offset 1" in rlo.content[0].text
 
 
 def _uuid(body: dict[str, Any]) -> Any:
@@ -121,10 +155,14 @@ async def test_rewriting_who_asked_is_caught_by_the_cross_reference(
                 await session.execute(
                     update(SecureExecution)
                     .where(SecureExecution.id == _uuid(body))
-                    .values(user_id="mallory", case_id="K-2")
+                    .values(user_id="mallory", case_id="K-2", model="llama-evil")
                 )
         report = payload(await client.call_tool("chitty_chain_verify", {"fact_ids": body["chain_facts"]}))
+        status = payload(await client.call_tool("chitty_execution_status", {"execution_id": body["execution_id"]}))
     assert report["all_valid"] is False
-    failed = [f for f in report["facts"] if not f["checks"]["cross_reference"]]
-    assert len(failed) == 2  # requested_by and case
+    failed = [f for f in report["facts"] if f["checks"]["cross_reference"] is False]
+    assert len(failed) == 3  # requested_model, requested_by and case
     assert any("mallory" in text for f in failed for text in f["failures"])
+    # The status shows the edited requested model; the log's requested_model fact says otherwise.
+    assert status["model"] == "llama-evil"
+    assert any("'llama-evil'" in text for f in failed for text in f["failures"])

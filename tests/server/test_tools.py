@@ -56,11 +56,11 @@ async def test_standard_execution_runs_and_its_status_reads_back(
         assert body["verification"] == {
             "fortress_signed": False,
             "signature_valid": None,
-            "chain_facts_logged": 5,  # completed, prompt, model, requested_by, case
+            "chain_facts_logged": 6,  # completed, prompt, model, requested_model, requested_by, case
             "verification_status": None,
         }
         assert body["evidence_id"] is None
-        assert len(body["chain_facts"]) == 5
+        assert len(body["chain_facts"]) == 6
         status = payload(await client.call_tool("chitty_execution_status", {"execution_id": body["execution_id"]}))
     assert status == body
     assert progress and progress[-1][0] == progress[-1][1]  # the last notification says done

@@ -15,7 +15,7 @@ from chittyos.chain.facts import (
     timestamp_ms,
 )
 from chittyos.chain.keys import load_or_create_log_key
-from chittyos.chain.log import ChainLog, FactCheck, Progress
+from chittyos.chain.log import ChainLog, FactCheck, Progress, SignatureCheck
 from chittyos.chain.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -57,6 +57,7 @@ from chittyos.chain.proof_text import (
     verify_tlog_proof,
 )
 from chittyos.chain.records import (
+    NOT_APPLICABLE,
     AppendedFact,
     ConsistencyProof,
     FactPage,
@@ -65,6 +66,7 @@ from chittyos.chain.records import (
     FactVerification,
     Finding,
     LogReport,
+    NotApplicable,
     SignedCheckpoint,
     VerifyReport,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "HASH_SIZE",
     "MAX_LENGTHS",
     "MAX_TIMESTAMP_MS",
+    "NOT_APPLICABLE",
     "TLOG_PROOF_HEADER",
     "AppendedFact",
     "ChainLog",
@@ -90,10 +93,12 @@ __all__ = [
     "Finding",
     "LogReport",
     "NodeId",
+    "NotApplicable",
     "NoteSigner",
     "NoteVerifier",
     "OpenedNote",
     "Progress",
+    "SignatureCheck",
     "SignedCheckpoint",
     "TlogProof",
     "VerifiedTlogProof",

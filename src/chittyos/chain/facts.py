@@ -90,6 +90,8 @@ assert SORTED_FIELDS == (
 _PREFIXES = tuple(f'"{key}":' for key in SORTED_FIELDS)
 _REQUIRED = ("subject", "predicate", "object", "source")
 _OPTIONAL_TEXT = ("execution_id", "evidence_id")
+_IDENTIFIERS = frozenset({"subject", "predicate", "source"})
+"""Identifier-like fields: no invisible format characters (``_CF``) either."""
 _FACT_ID = re.compile(r"[0-9a-f]{64}")
 _FINGERPRINT = re.compile(r"[0-9A-F]{40}|[0-9A-F]{64}")
 _ARMOR_BEGIN = "-----BEGIN PGP SIGNATURE-----\n"
@@ -196,7 +198,7 @@ def timestamp_ms(when: datetime) -> int:
     return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
 
 
-def _check_text(name: str, value: object, *, multiline: bool = False) -> None:
+def _check_text(name: str, value: object, *, multiline: bool = False, identifier: bool = False) -> None:
     if not isinstance(value, str):
         raise InvalidInput(name, "must be a string", type(value).__name__)
     if not value.strip():
@@ -205,19 +207,33 @@ def _check_text(name: str, value: object, *, multiline: bool = False) -> None:
     if len(value) > limit:
         raise InvalidInput(name, f"must be at most {limit} characters", f"{len(value)} characters")
     # One C scan instead of a unicodedata lookup per character (every execution builds facts).
-    bad = (_FORBIDDEN_MULTILINE if multiline else _FORBIDDEN).search(value)
+    bad = (_IDENTIFIER if identifier else _FORBIDDEN_MULTILINE if multiline else _FORBIDDEN).search(value)
     if bad is not None:
-        raise InvalidInput(
-            name,
-            "must not contain control characters or lone surrogates",
-            f"U+{ord(bad.group()):04X} at offset {bad.start()}",
+        char = bad.group()
+        rule = (
+            "must not contain control characters or lone surrogates"
+            if _FORBIDDEN.match(char)
+            else "must not contain invisible format characters (Unicode Cf: bidi overrides such as "
+            "U+202E, zero-width characters; allowed in object only)"
         )
+        raise InvalidInput(name, rule, f"U+{ord(char):04X} at offset {bad.start()}")
 
 
 # Unicode categories Cc (controls: U+0000..U+001F, U+007F..U+009F) and Cs (surrogates), exactly;
 # tests compare them with unicodedata.category over every code point.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _FORBIDDEN_MULTILINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # "\n" allowed
+# Unicode category Cf (format: bidi overrides and isolates, zero-width characters, the BOM, tag
+# characters...): invisible, so two subjects that print alike could differ. Refused in the
+# identifier-like fields (subject, predicate, source), allowed in the free-text object. Unicode
+# 14.0 (Python 3.11's unicodedata) plus the Cf added in 15.0 (U+13439..U+1343F); tests compare the
+# set with unicodedata.category over every code point.
+_CF = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_IDENTIFIER = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_CF}]")
 
 
 @dataclass(frozen=True)
@@ -241,7 +257,7 @@ class Fact:
 
     def __post_init__(self) -> None:
         for name in _REQUIRED:
-            _check_text(name, getattr(self, name))
+            _check_text(name, getattr(self, name), identifier=name in _IDENTIFIERS)
         ts = self.timestamp
         if isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts <= MAX_TIMESTAMP_MS:
             raise InvalidInput(

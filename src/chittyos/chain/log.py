@@ -9,7 +9,10 @@
          peak of the tree or a node of this batch (the CompactRange step, _leaves)
       3. compute the complete subtrees they finish and the new peaks, each hash once
       4. insert leaves and nodes and move the head (one statement on PostgreSQL, three
-         executemany/UPDATE on SQLite, straight on the driver)
+         executemany/UPDATE on SQLite, straight on the driver), only if the peaks the new nodes
+         were hashed with are the stored nodes (a head row changed behind the log's back is
+         refused, never built on; PostgreSQL checks every peak, since that head becomes the
+         next guess)
       PostgreSQL, the usual case: this process wrote the head last, so it computes 2.-4. for
       the head it expects BEFORE locking and sends them with 1.; the statement writes them only
       if the locked head is exactly that one and none of the facts is stored (else nothing, and
@@ -18,11 +21,14 @@
       A rollback undoes the head too: no gap. UNIQUE(leaf_index) and the nodes' primary key make
       a second writer at the same index fail instead of forking the log.
 
-    checkpoint()                 its own transaction, one signer at a time: sign the committed
-                                 tree (C2SP tlog-checkpoint in a signed note) only after checking
-                                 the last signed checkpoint (signature, and a consistency proof
-                                 from stored nodes up to the new root). Lazy: on demand for a
-                                 proof, and from run_checkpointer every N leaves / T seconds.
+    checkpoint()                 one signer at a time: sign the committed tree (C2SP
+                                 tlog-checkpoint in a signed note) only after checking the tree
+                                 added since the last checkpoint against the stored data (head
+                                 peaks, every new node and leaf: O(leaves since), in read
+                                 transactions) and the last signed checkpoint (signature, and a
+                                 consistency proof from stored nodes up to the new root). Lazy:
+                                 on demand for a proof, and from run_checkpointer every N leaves
+                                 / T seconds.
     inclusion_proof(fact_id)     tlog-proof@v1 text against a signed checkpoint, O(log n) nodes
     consistency(old, new)        RFC 9162 consistency proof between two sizes
     query(...)                   facts by subject / predicate / source / time, in log order
@@ -50,8 +56,8 @@ from anyio.abc import TaskStatus
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chittyos.chain import store
-from chittyos.chain.facts import Fact, parse_fact_id, timestamp_ms
+from chittyos.chain import scan, store
+from chittyos.chain.facts import Fact, canonical_leaf_sorted, parse_fact_id, timestamp_ms
 from chittyos.chain.merkle import (
     HASH_SIZE,
     NodeId,
@@ -68,12 +74,14 @@ from chittyos.chain.merkle import (
 from chittyos.chain.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, sign_checkpoint
 from chittyos.chain.proof_text import format_tlog_proof
 from chittyos.chain.records import (
+    NOT_APPLICABLE,
     AppendedFact,
     ConsistencyProof,
     FactPage,
     FactProof,
     FactRecord,
     LogReport,
+    NotApplicable,
     SignedCheckpoint,
     VerifyReport,
 )
@@ -90,7 +98,7 @@ from chittyos.errors import (
     ProofRejected,
 )
 
-__all__ = ["ChainLog", "FactCheck", "Progress"]
+__all__ = ["NOT_APPLICABLE", "ChainLog", "FactCheck", "NotApplicable", "Progress", "SignatureCheck"]
 
 log = structlog.get_logger("chittyos.chain")
 
@@ -98,11 +106,17 @@ _TURN_WAIT_S = 0.25
 """How long an append waits for the previous append of this process to finish before going
 ahead without a guess. Bounded because the caller's transaction may hold the log lock already
 (a second append in one transaction) while the append ahead of it waits for that lock."""
+_TAIL_PAGE = 8192
+"""Leaves per read transaction when a checkpoint checks the tree added since the last one."""
 _TURN_MAX_FACTS = 16
 """Appends of more facts than this do not wait for their turn (see ``ChainLog._take_turn``)."""
 
-FactCheck = Callable[[FactRecord], Awaitable[str | None]]
-"""An extra per-fact check for ``verify``: None when it holds, else what failed."""
+FactCheck = Callable[[FactRecord], Awaitable["str | NotApplicable | None"]]
+"""An extra per-fact check for ``verify``: None when it holds, ``NOT_APPLICABLE`` when it has
+nothing to check on that fact, else what failed."""
+SignatureCheck = Callable[[Mapping[str, Any]], Awaitable["str | None"]]
+"""The OpenPGP signature check of ``verify_log``: a signed fact's stored fields (``FACT_FIELDS``
+names) -> None when its signature verifies, else what failed."""
 Progress = Callable[[int, int], Any]
 """``(leaves done, tree size)``; may return an awaitable (MCP progress notifications)."""
 
@@ -210,9 +224,9 @@ class ChainLog:
 
     async def _place(
         self, session: AsyncSession, unique: dict[str, Fact], guess: store.Leaves | None
-    ) -> tuple[_Placed, tuple[int, bytes]]:
+    ) -> tuple[_Placed, tuple[int, bytes] | None]:
         """Lock, then write the new facts unless the guess was written already; the places of
-        ``unique`` and the head after them (the next guess)."""
+        ``unique`` and the head after them (the next guess; None when nothing was appended)."""
         now = self._clock()
         ids = list(unique)
         with _conflicts(guess):
@@ -227,15 +241,39 @@ class ChainLog:
         if leaves is None:
             new = [fact for fact_id, fact in unique.items() if fact_id not in placed]
             if not new:
-                return placed, (locked.tree_size, locked.peaks)
+                return placed, None  # peaks read, not checked: no guess from them
             leaves = _leaves(locked.tree_size, locked.peaks, new)
+            # The peaks the new nodes hash with must be the stored nodes (PostgreSQL: every peak,
+            # since the head computed here is the next guess, which is not checked again).
+            check = _peak_checks(locked.tree_size, locked.peaks, len(new), every=store.is_postgres(session))
             with _conflicts(leaves):
-                await store.write_leaves(session, locked, leaves, now=now)
+                written = await store.write_leaves(session, locked, leaves, now=now, check=check)
+            if not written:
+                raise await self._bad_peak(session, locked.tree_size, check)
         placed.update((row[0], row[1]) for row in leaves.facts)
         self._since_signed += len(leaves.facts)
         if self._since_signed >= self._every:
             self._due.set()
         return placed, (leaves.tree_size, leaves.peaks)
+
+    @staticmethod
+    async def _bad_peak(
+        session: AsyncSession, size: int, check: Sequence[tuple[int, int, bytes]]
+    ) -> IntegrityError:
+        """The refusal of an append whose head peaks (``check``) are not the stored nodes."""
+        stored = await store.nodes(session, [(level, index) for level, index, _ in check])
+        for level, index, peak in check:
+            if stored.get((level, index)) != peak:
+                have = stored.get((level, index))
+                return IntegrityError(
+                    f"chain: the head's peak for node (level {level}, index {index}) of the tree of size {size} "
+                    f"is {peak.hex()}, the stored node is {have.hex() if have else 'missing'}; refusing to append "
+                    "(the head row was changed: run `chittyos chain verify`)"
+                )
+        return IntegrityError(
+            f"chain: the head's peaks of the tree of size {size} changed while appending; refusing to append "
+            "(run `chittyos chain verify`)"
+        )
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -260,53 +298,124 @@ class ChainLog:
     async def checkpoint(self) -> SignedCheckpoint:
         """The signed checkpoint of the committed tree, signing one if the log grew since the last.
 
-        Steps: 1. one signer at a time (advisory lock on PostgreSQL, BEGIN IMMEDIATE on SQLite);
-        2. the last signed checkpoint must open with the log key and match its row; 3. a
-        consistency proof from stored nodes must take its root to the new root (RFC 9162
-        §2.1.4.2); 4. sign and store. Raises ``IntegrityError`` (loudly, nothing signed) when 2 or
-        3 fails or the last checkpoint is beyond the log.
+        Steps: 1. read the head (size n, peaks) and the last signed checkpoint (size m); 2. check
+        the tree added since m against the stored data (``_check_tail``: the head's peaks are the
+        stored root nodes of n, every node completed since m is the hash of its stored children
+        and every leaf since m the leaf hash of its fact's stored fields), in read transactions,
+        O(n - m); 3. one signer at a time (advisory lock on PostgreSQL, BEGIN IMMEDIATE on
+        SQLite): the last signed checkpoint must open with the log key and match its row, and a
+        consistency proof from stored nodes must take its root to the root of n (RFC 9162
+        §2.1.4.2); 4. sign n and store. Raises ``IntegrityError`` (loudly, nothing signed) when 2
+        or 3 fails or the last checkpoint is beyond the log.
         """
-        async with self._sign_lock, self._writing() as session:
-            await store.lock_checkpoints(session)
-            head = await store.head(session)
-            size = 0 if head is None else head[0]
+        async with self._sign_lock:
+            # 1.
+            async with self.reading() as session:
+                head = await store.head(session)
+                latest = await store.latest_checkpoints(session, 1)
+            size, origin, peaks = head if head is not None else (0, self.origin, b"")
             if head is not None:
-                self._check_origin(head[1])
-            latest = await store.latest_checkpoints(session, 1)
-            last = latest[0] if latest else None
-            if last is not None and last.tree_size >= size:
-                if last.tree_size > size:
+                self._check_origin(origin)
+            checked_from = latest[0].tree_size if latest else 0
+            if checked_from > size:
+                raise IntegrityError(f"chain: checkpoint at size {checked_from} is beyond the log's size {size}")
+            # 2. (nothing to sign when the log did not grow: step 3 returns the last checkpoint)
+            tops = await self._check_tail(checked_from, size, peaks) if checked_from < size else {}
+            async with self._writing() as session:
+                await store.lock_checkpoints(session)
+                now_head = await store.head(session)
+                now_size = 0 if now_head is None else now_head[0]
+                latest = await store.latest_checkpoints(session, 1)
+                last = latest[0] if latest else None
+                if last is not None and last.tree_size >= size:
+                    if last.tree_size > now_size:
+                        raise IntegrityError(
+                            f"chain: checkpoint at size {last.tree_size} is beyond the log's size {now_size}"
+                        )
+                    return self.checkpoint_view(last)  # signed meanwhile (another process), or no growth
+                # 3.
+                last_size = 0 if last is None else last.tree_size
+                if last_size < checked_from:
                     raise IntegrityError(
-                        f"chain: checkpoint at size {last.tree_size} is beyond the log's size {size}"
+                        f"chain: the checkpoint at size {checked_from} disappeared while signing; refusing "
+                        "to sign (run `chittyos chain verify`)"
                     )
-                return self.checkpoint_view(last)
-            # 2.
-            last_size = 0 if last is None else last.tree_size
-            last_root = None if last is None else self.open_checkpoint(last).root_hash
-            # 3.
-            coords = root_nodes(size)
-            if last_size:
-                coords += consistency_proof_nodes(last_size, size)
-            nodes = await store.nodes(session, coords)
-            root = _root(size, nodes)
-            if last_root is not None and last_size:
-                try:
-                    proof = consistency_proof(last_size, size, nodes)
-                    verify_consistency(last_size, size, proof, last_root, root)
-                except (InvalidInput, ProofRejected) as exc:
+                last_root = None if last is None else self.open_checkpoint(last).root_hash
+                coords = root_nodes(size)
+                if last_size:
+                    coords += consistency_proof_nodes(last_size, size)
+                nodes = await store.nodes(session, coords)
+                if any(nodes.get(node) != value for node, value in tops.items()):
                     raise IntegrityError(
-                        f"chain: the tree of size {size} is not consistent with the checkpoint signed at "
-                        f"size {last_size}; refusing to sign: {exc}"
-                    ) from exc
-            # 4.
-            now = self._clock()
-            note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
-            await store.insert_checkpoint(session, size, root, note, now)
-            stored = await store.checkpoint_at(session, size)
+                        f"chain: the root nodes of size {size} changed while they were checked; refusing to "
+                        "sign (run `chittyos chain verify`)"
+                    )
+                root = _root(size, nodes)
+                if last_root is not None and last_size:
+                    try:
+                        proof = consistency_proof(last_size, size, nodes)
+                        verify_consistency(last_size, size, proof, last_root, root)
+                    except (InvalidInput, ProofRejected) as exc:
+                        raise IntegrityError(
+                            f"chain: the tree of size {size} is not consistent with the checkpoint signed at "
+                            f"size {last_size}; refusing to sign: {exc}"
+                        ) from exc
+                # 4.
+                now = self._clock()
+                note = sign_checkpoint(Checkpoint(self.origin, size, root), self._signer)
+                await store.insert_checkpoint(session, size, root, note, now)
+                stored = await store.checkpoint_at(session, size)
         self._since_signed = 0
         log.info("chain checkpoint signed", tree_size=size, root=root.hex())
         assert stored is not None
         return self.checkpoint_view(stored)
+
+    async def _check_tail(self, last_size: int, size: int, peaks: bytes) -> dict[NodeId, bytes]:
+        """Check the tree of ``size`` leaves beyond the last signed checkpoint (``last_size``)
+        against what is stored, before it is signed; returns the stored root nodes of ``size``.
+
+        * ``peaks`` (the head's) are the stored root nodes ``root_nodes(size)``;
+        * each leaf ``i`` in ``[last_size, size)`` has a fact row whose fields (recomputed RFC 8785
+          leaf) hash to its id and to its stored leaf hash, and node (0, i) is that leaf hash;
+        * each node completed since ``last_size`` is ``H(0x01 || left || right)`` of its stored
+          children (a left child from before ``last_size`` is a peak of the signed tree, which
+          the consistency proof pins).
+
+        O(size - last_size): pages of ``_TAIL_PAGE`` leaves, each in a read transaction of its own
+        (rows at those indices never change, so no lock is held; on SQLite writers go on).
+        Raises ``IntegrityError`` naming the first node, index or peak that disagrees.
+        """
+        coords = root_nodes(size)
+        async with self.reading() as session:
+            tops = await store.nodes(session, coords)
+        if len(peaks) != HASH_SIZE * len(coords):
+            raise _refuse(
+                size,
+                f"the head's peaks are {len(peaks)} bytes, a tree of size {size} has {len(coords)} peaks of "
+                f"{HASH_SIZE}",
+            )
+        for k, node in enumerate(coords):
+            if node not in tops:
+                raise _refuse(size, f"root node (level {node[0]}, index {node[1]}) is not stored")
+            if peaks[k * HASH_SIZE : (k + 1) * HASH_SIZE] != tops[node]:
+                raise _refuse(
+                    size,
+                    f"the head's peak {k} ({peaks[k * HASH_SIZE : (k + 1) * HASH_SIZE].hex()}) is not the stored "
+                    f"node (level {node[0]}, index {node[1]}) ({tops[node].hex()})",
+                )
+        for begin in range(last_size, size, _TAIL_PAGE):
+            end = min(begin + _TAIL_PAGE, size)
+            levels = scan.completed_ranges(begin, end)
+            # Each level's nodes from the left child of the first node completed one level up.
+            wanted = [
+                (level, min(first, 2 * levels[level + 1][1]) if level + 1 < len(levels) else first, last)
+                for level, first, last in levels
+            ]
+            async with self.reading() as session:
+                rows = await scan.read_rows(session, begin, end)
+                nodes = await store.node_ranges(session, wanted)
+            _check_tail_page(size, begin, end, rows, levels, nodes)
+        return tops
 
     async def latest_checkpoint(self) -> SignedCheckpoint | None:
         """The newest stored checkpoint (signs nothing); None before the first."""
@@ -521,10 +630,19 @@ class ChainLog:
         return await verify_facts(self, fact_ids, checks=checks or {})
 
     async def verify_log(
-        self, progress: Progress | None = None, *, page_size: int = 8192, max_findings: int = 10_000
+        self,
+        progress: Progress | None = None,
+        *,
+        signatures: SignatureCheck | None = None,
+        page_size: int = 8192,
+        max_findings: int = 10_000,
     ) -> LogReport:
-        """Recompute the whole log from its facts; see ``verify.verify_log``."""
-        return await recompute_log(self, progress=progress, page_size=page_size, max_findings=max_findings)
+        """Recompute the whole log from its facts; see ``verify.verify_log``. With ``signatures``
+        (``checks.stored_signature_check``; ``ChainService.verify_log`` passes it), the OpenPGP
+        signature of every signed fact is checked too."""
+        return await recompute_log(
+            self, progress=progress, signatures=signatures, page_size=page_size, max_findings=max_findings
+        )
 
 
 class _Placed(dict[str, int]):
@@ -584,6 +702,18 @@ def _leaves(size: int, peaks: bytes, facts: Sequence[Fact]) -> store.Leaves:
     return store.Leaves(size, peaks, fact_rows, node_rows, size + len(facts), b"".join(stack))
 
 
+def _peak_checks(size: int, peaks: bytes, count: int, *, every: bool) -> list[tuple[int, int, bytes]]:
+    """``(level, index, hash)`` of the head's peaks (``peaks`` of a tree of ``size``, checked to be
+    whole by ``_leaves``) that appending ``count`` leaves hashes with (a peak at level L is
+    hashed with once the tree reaches the next multiple of 2**(L+1)), or of ``every`` peak;
+    largest first. The append writes only if each is the stored node."""
+    out = []
+    for k, (level, index) in enumerate(root_nodes(size)):
+        if every or (size + count) >> (level + 1) > size >> (level + 1):
+            out.append((level, index, peaks[k * HASH_SIZE : (k + 1) * HASH_SIZE]))
+    return out
+
+
 @contextmanager
 def _conflicts(leaves: store.Leaves | None) -> Iterator[None]:
     """A duplicate key while writing ``leaves`` as ``IntegrityError`` naming their indices."""
@@ -597,6 +727,56 @@ def _conflicts(leaves: store.Leaves | None) -> Iterator[None]:
             f"(the same fact appended concurrently, a fork, or rows changed under the log): "
             f"{type(getattr(exc, 'orig', exc)).__name__}"
         ) from None
+
+
+def _refuse(size: int, problem: str) -> IntegrityError:
+    return IntegrityError(
+        f"chain: refusing to sign a checkpoint at size {size}: {problem}; the stored log contradicts "
+        "itself (run `chittyos chain verify`)"
+    )
+
+
+def _check_tail_page(
+    size: int,
+    begin: int,
+    end: int,
+    rows: Sequence[Any],
+    levels: Sequence[tuple[int, int, int]],
+    nodes: Mapping[NodeId, bytes | None],
+) -> None:
+    """``ChainLog._check_tail`` for leaves ``[begin, end)``: ``rows`` are their facts
+    (``scan.ROW_COLUMNS``), ``levels`` ``scan.completed_ranges(begin, end)``, ``nodes`` the stored
+    nodes of those levels (with the left children below them; None: not a 32-byte hash)."""
+    sha256 = hashlib.sha256
+    index = begin
+    for row in rows:
+        if row[1] != index:
+            raise _refuse(size, f"leaf {index} has no fact row")
+        try:
+            leaf = canonical_leaf_sorted(row[3:])
+        except TypeError as exc:
+            raise _refuse(size, f"fact {row[0]} at index {index}: a stored field has the wrong type ({exc})") from None
+        leaf_hash = sha256(b"\x00" + leaf).digest()
+        if sha256(leaf).hexdigest() != row[0] or leaf_hash != row[2]:
+            raise _refuse(size, f"fact {row[0]} at index {index}: its stored fields do not hash to its id and leaf hash")
+        if nodes.get((0, index)) != leaf_hash:
+            raise _refuse(size, f"node (level 0, index {index}) is not the leaf hash of the fact at index {index}")
+        index += 1
+    if index != end:
+        raise _refuse(size, f"leaf {index} has no fact row")
+    for level, first, last in levels[1:]:
+        for i in range(first, last + 1):
+            coords = ((level - 1, 2 * i), (level - 1, 2 * i + 1), (level, i))
+            left, right, value = (nodes.get(c) for c in coords)
+            if left is None or right is None or value is None:
+                lv, ix = next(c for c in coords if nodes.get(c) is None)
+                raise _refuse(size, f"node (level {lv}, index {ix}) is missing or not a 32-byte hash")
+            if sha256(b"\x01" + left + right).digest() != value:
+                raise _refuse(
+                    size,
+                    f"node (level {level}, index {i}) ({value.hex()}) is not H(0x01 || left || right) of its "
+                    f"stored children (level {level - 1}, index {2 * i}) and (level {level - 1}, index {2 * i + 1})",
+                )
 
 
 def _root(size: int, nodes: Mapping[NodeId, bytes]) -> bytes:
@@ -622,6 +802,9 @@ def _check_record(record: FactRecord, leaf: bytes) -> bytes:
 def _ms(field: str, value: datetime | int) -> int:
     if isinstance(value, datetime):
         return timestamp_ms(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(field, "must be an aware datetime or epoch milliseconds", value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_MS:
+        raise InvalidInput(field, f"must be an aware datetime or epoch milliseconds from 0 to {_MAX_MS}", value)
     return value
+
+
+_MAX_MS = 2**63 - 1  # the timestamp column is a BIGINT

@@ -74,8 +74,10 @@ def _fold(peaks: Sequence[bytes]) -> bytes:
 class Tree:
     """The tree rebuilt so far (see the module docstring); checkpoint roots reported to ``out``."""
 
-    def __init__(self, targets: Mapping[int, bytes], out: Findings) -> None:
+    def __init__(self, targets: Mapping[int, bytes], out: Findings, what: Mapping[int, str] | None = None) -> None:
         self.targets, self.out = targets, out
+        self.what = what or {}
+        """What each target root is, for the finding (default: the signed root)."""
         self._sizes = sorted(targets)
         self.peaks: list[bytes] = []
         self.size = 0
@@ -95,7 +97,8 @@ class Tree:
             self.out.add(
                 Finding(
                     "checkpoint.root",
-                    f"checkpoint at size {at}: signed root {want.hex()} != recomputed root {root.hex()}",
+                    f"checkpoint at size {at}: {self.what.get(at, 'signed root')} {want.hex()} != "
+                    f"recomputed root {root.hex()}",
                     tree_size=at,
                 )
             )

@@ -14,6 +14,7 @@ from typing import Any
 from chittyos.chain.facts import Fact, canonical_leaf
 
 __all__ = [
+    "NOT_APPLICABLE",
     "AppendedFact",
     "ConsistencyProof",
     "FactPage",
@@ -22,9 +23,23 @@ __all__ = [
     "FactVerification",
     "Finding",
     "LogReport",
+    "NotApplicable",
     "SignedCheckpoint",
     "VerifyReport",
 ]
+
+
+class NotApplicable:
+    """What a per-fact check returns when there is nothing for it to check on a fact (a
+    signature check on a fact the server does not sign): neither passed nor failed."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_APPLICABLE"
+
+
+NOT_APPLICABLE = NotApplicable()
 
 
 @dataclass(frozen=True)
@@ -143,7 +158,8 @@ class Finding:
     ``node.missing``, ``node.unexpected``, ``checkpoint.signature``, ``checkpoint.note`` (note's
     size or root != the row's), ``checkpoint.root`` (recomputed root != signed root),
     ``checkpoint.beyond_head``, ``checkpoint.consistency``, ``checkpoint.missing``,
-    ``checkpoint.signing``, ``head.origin``, ``head.peaks``; hooks add ``check.<name>``.
+    ``checkpoint.signing``, ``head.origin``, ``head.peaks``, ``fact.signature`` (full verify:
+    a signed fact's OpenPGP signature does not verify); hooks add ``check.<name>``.
     """
 
     check: str
@@ -161,6 +177,9 @@ class FactVerification:
     fact_id: str
     record: FactRecord | None
     findings: tuple[Finding, ...]
+    not_applicable: tuple[str, ...] = ()
+    """Names of the extra checks (``verify(checks=...)``) that had nothing to check on this fact:
+    neither passed nor failed."""
 
     @property
     def ok(self) -> bool:
@@ -205,6 +224,9 @@ class LogReport:
     seconds: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     """Findings per check code (including dropped ones)."""
+    signatures_checked: int | None = None
+    """Signed facts whose OpenPGP signature was checked; None when signatures were not checked
+    (no signer given, or skipped)."""
 
     @property
     def ok(self) -> bool:

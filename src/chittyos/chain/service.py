@@ -10,17 +10,36 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
-from chittyos.chain.checks import FactCheck, cross_reference_check, signature_check
+from pydantic import Field
+
+from chittyos.chain.checks import cross_reference_check, signature_check, stored_signature_check
 from chittyos.chain.facts import Fact
-from chittyos.chain.log import ChainLog
-from chittyos.chain.records import AppendedFact, FactPage, Finding, SignedCheckpoint
+from chittyos.chain.log import ChainLog, FactCheck, Progress
+from chittyos.chain.records import AppendedFact, FactPage, Finding, LogReport, SignedCheckpoint
 from chittyos.db.models import utcnow
 from chittyos.db.uow import UnitOfWork
 from chittyos.errors import ChittyError, InvalidInput
 from chittyos.signing import OpenPGPSigner, Sealer
 
-__all__ = ["ChainService", "FactResult", "VerifiedFacts"]
+__all__ = ["MAX_TIME_MS", "ChainService", "FactResult", "VerifiedFacts"]
+
+MAX_TIME_MS = 2**63 - 1
+"""The largest ``start_time`` / ``end_time`` a query takes (the timestamp column is a BIGINT)."""
+
+
+_CHECKS = (
+    "Each check by name: leaf, inclusion, signature, cross_reference (the last two when asked for). "
+    "true: checked and passed; false: failed; null: not applicable or not checked, never counted as "
+    "passed (the signature of an execution or evidence fact, which the server does not sign; the "
+    "cross-reference of a fact naming no execution; every check but leaf of a fact not in the log). "
+    "An assertion without a signature fails the signature check: fortress_log_assertion always signs."
+)
+_ALL_VALID = (
+    "Computed: true only when every fact passed every check that applies to it (null checks neither "
+    "pass nor fail) and the log checks passed."
+)
 
 
 @dataclass(frozen=True)
@@ -31,8 +50,12 @@ class FactResult:
     leaf_index: int | None
     leaf_hash: str | None
     valid: bool
-    checks: dict[str, bool]
-    """Each check by name: leaf (recomputed), inclusion, signature, cross_reference."""
+    checks: Annotated[dict[str, bool | None], Field(description=_CHECKS)]
+    """Each check by name: leaf (recomputed), inclusion, signature, cross_reference (the last two
+    only when asked for). true: checked and passed; false: failed; null: not applicable or not
+    checked, never counted as passed: the signature of an execution or evidence fact (the server
+    does not sign those; an assertion without a signature fails instead), the cross-reference of
+    a fact naming no execution or evidence, and every check but leaf of a fact not in the log."""
     failures: list[str]
     """What failed, one sentence each, naming the check."""
     tlog_proof: str | None
@@ -41,8 +64,9 @@ class FactResult:
 
 @dataclass(frozen=True)
 class VerifiedFacts:
-    all_valid: bool
-    """Computed: true only when every fact passed every check and the log checks passed."""
+    all_valid: Annotated[bool, Field(description=_ALL_VALID)]
+    """Computed: true only when every fact passed every check that applies to it (null checks
+    neither pass nor fail) and the log checks passed."""
     checkpoint: SignedCheckpoint | None
     previous_checkpoint: SignedCheckpoint | None
     log_failures: list[str]
@@ -53,13 +77,16 @@ class VerifiedFacts:
 
 
 def _finding_text(f: Finding) -> str:
-    where = (
-        f" (fact {f.fact_id}"
-        + (f", index {f.leaf_index}" if f.leaf_index is not None else "")
-        + ")"
-        if f.fact_id
-        else (f" (checkpoint at size {f.tree_size})" if f.tree_size is not None else "")
-    )
+    """``check: message (where)``, naming the fact, index or checkpoint only where the message
+    does not already."""
+    parts = []
+    if f.fact_id and f.fact_id not in f.message:
+        parts.append(f"fact {f.fact_id}")
+    if f.fact_id and f.leaf_index is not None and f"index {f.leaf_index}" not in f.message:
+        parts.append(f"index {f.leaf_index}")
+    if not f.fact_id and f.tree_size is not None and f"size {f.tree_size}" not in f.message:
+        parts.append(f"checkpoint at size {f.tree_size}")
+    where = f" ({', '.join(parts)})" if parts else ""
     return f"{f.check}: {f.message}{where}"
 
 
@@ -87,6 +114,7 @@ class ChainService:
         self.log = chain
         self._signer = signer
         self._signature_check = signature_check(signer)
+        self._stored_signature = stored_signature_check(signer)
         self._cross_reference = cross_reference_check(uow=uow, sealer=sealer)
         self._clock = clock
 
@@ -125,8 +153,10 @@ class ChainService:
         OpenPGP signature which verifies now (checked with gpg, not read from a flag). Raises
         ``InvalidInput``."""
         for name, value in (("start_time", start_time), ("end_time", end_time)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InvalidInput(name, "must be epoch milliseconds (a non-negative integer)", value)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TIME_MS
+            ):
+                raise InvalidInput(name, f"must be epoch milliseconds from 0 to {MAX_TIME_MS}", value)
         if start_time is not None and end_time is not None and end_time < start_time:
             raise InvalidInput("end_time", "must not be before start_time", end_time)
         page = await self.log.query(
@@ -140,7 +170,9 @@ class ChainService:
             offset=offset,
         )
         if verified_only:
-            kept = [f for f in page.facts if f.signature is not None and await self._signature_check(f) is None]
+            kept = [
+                f for f in page.facts if f.signature is not None and await self._stored_signature(f.values()) is None
+            ]
             page = dataclasses.replace(page, facts=tuple(kept))
         return page
 
@@ -158,9 +190,11 @@ class ChainService:
             checks["cross_reference"] = self._cross_reference
         report = await self.log.verify(fact_ids, checks=checks)
         results = []
+        names = ["leaf", "inclusion", *checks]
         for item in report.facts:
-            names = ["leaf", "inclusion", *checks]
             failed = {_CHECK_OF.get(f.check, f.check) for f in item.findings}
+            # A fact that is not stored was checked for nothing but being there.
+            unchecked = set(names) - {"leaf"} if item.record is None else set(item.not_applicable)
             proof = None
             if item.record is not None and "inclusion" not in failed and "leaf" not in failed:
                 try:
@@ -173,7 +207,9 @@ class ChainService:
                     leaf_index=item.record.leaf_index if item.record else None,
                     leaf_hash=item.record.leaf_hash if item.record else None,
                     valid=item.ok,
-                    checks={name: name not in failed for name in names},
+                    checks={
+                        name: False if name in failed else None if name in unchecked else True for name in names
+                    },
                     failures=[_finding_text(f) for f in item.findings],
                     tlog_proof=proof,
                 )
@@ -187,3 +223,19 @@ class ChainService:
             vkey=self.log.vkey,
         )
 
+    async def verify_log(
+        self,
+        progress: Progress | None = None,
+        *,
+        verify_signatures: bool = True,
+        page_size: int = 8192,
+        max_findings: int = 10_000,
+    ) -> LogReport:
+        """``ChainLog.verify_log`` (the full recompute), also checking the OpenPGP signature of
+        every signed fact with the server's keyring unless ``verify_signatures`` is False."""
+        return await self.log.verify_log(
+            progress,
+            signatures=self._stored_signature if verify_signatures else None,
+            page_size=page_size,
+            max_findings=max_findings,
+        )

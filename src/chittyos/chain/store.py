@@ -6,7 +6,8 @@ statements on the tables (no ORM unit of work), so a full scan streams tuples.
 An append, whatever the batch size, under the log lock:
 
     lock_head      SELECT tree_size, origin, peaks (+ which facts exist) FROM head FOR UPDATE
-    write_leaves   INSERT facts, INSERT nodes, UPDATE head (size, peaks)
+    write_leaves   INSERT facts, INSERT nodes, UPDATE head (size, peaks), only if the peaks that
+                   the new nodes were hashed with are the stored nodes (``check``)
 
 The lock is the head row's: ``SELECT ... FOR UPDATE`` on PostgreSQL (after waiting, READ
 COMMITTED returns the row as the previous holder committed it, peaks included); on SQLite every
@@ -19,7 +20,7 @@ last), the locking statement also writes the guessed leaves if, under the lock, 
 exactly the guessed one: one round trip per append instead of two. A wrong guess writes nothing.
 
 SQLite: straight on the aiosqlite connection too, one thread hand-off per statement (SQLAlchemy's
-adapter costs three or four): one SELECT, then executemany facts, executemany nodes, UPDATE head.
+adapter costs three or four): one SELECT, then UPDATE head, executemany facts, executemany nodes.
 The indices always come from the head read under the lock, never from a SEQUENCE.
 """
 
@@ -59,6 +60,7 @@ __all__ = [
     "latest_checkpoints",
     "lock_checkpoints",
     "lock_head",
+    "node_ranges",
     "nodes",
     "query_facts",
     "record_from_row",
@@ -237,19 +239,29 @@ async def lock_head(
     return LockedHead(row[0], row[1], bytes(row[2]), existing, guess is not None and row[4], raw)
 
 
-async def write_leaves(session: AsyncSession, locked: LockedHead, leaves: Leaves, *, now: datetime) -> None:
+async def write_leaves(
+    session: AsyncSession,
+    locked: LockedHead,
+    leaves: Leaves,
+    *,
+    now: datetime,
+    check: Sequence[tuple[int, int, bytes]] = (),
+) -> bool:
     """Insert ``leaves`` (facts and nodes) and move the head to ``leaves.tree_size`` /
-    ``leaves.peaks``, under the lock ``locked`` was read with (``leaves`` computed from it).
+    ``leaves.peaks``, under the lock ``locked`` was read with (``leaves`` computed from it), if
+    each of ``check`` (``(level, index, hash)``: peaks the leaves were computed with) is the
+    stored node. Returns False, with nothing written, when one is not.
 
     PostgreSQL: one statement. SQLite: three, straight on the driver (SQLAlchemy's aiosqlite
-    adapter costs several thread hand-offs per statement; these cost one each).
+    adapter costs several thread hand-offs per statement; these cost one each): the UPDATE of
+    the head first, which carries the check.
 
     Raises ``psycopg.IntegrityError`` / ``sqlite3.IntegrityError`` on a duplicate key."""
     raw = locked._driver
     if raw is None:
         raise ValueError("write_leaves needs a LockedHead from lock_head")
     if is_postgres(session):
-        await raw.execute(
+        cursor = await raw.execute(
             _PG_WRITE_LEAVES,
             {
                 "facts": _pg_facts_json(leaves.facts),
@@ -257,13 +269,27 @@ async def write_leaves(session: AsyncSession, locked: LockedHead, leaves: Leaves
                 "size": leaves.tree_size,
                 "peaks": leaves.peaks,
                 "now": now,
+                "check_levels": [c[0] for c in check],
+                "check_index": [c[1] for c in check],
+                "check_hashes": b"".join(c[2] for c in check) if check else None,
             },
         )
-        return
+        return cursor.rowcount == 1
     created = _sqlite_time(session, now)
+    # The head first: with the check, it moves only if the peaks are the stored nodes, and then
+    # nothing at all is written when they are not.
+    if check:
+        cursor = await raw.execute(
+            _SQLITE_MOVE_HEAD + "".join([_SQLITE_PEAK_IS] * len(check)),
+            (leaves.tree_size, leaves.peaks, created, *(value for c in check for value in c)),
+        )
+        if cursor.rowcount != 1:
+            return False
+    else:
+        await raw.execute(_SQLITE_MOVE_HEAD, (leaves.tree_size, leaves.peaks, created))
     await raw.executemany(_SQLITE_INSERT_FACTS, [(*row, created) for row in leaves.facts])
     await raw.executemany(_SQLITE_INSERT_NODES, leaves.nodes)
-    await raw.execute(_SQLITE_MOVE_HEAD, (leaves.tree_size, leaves.peaks, created))
+    return True
 
 
 def _json_array(strings: Iterable[str]) -> str:
@@ -314,6 +340,9 @@ _SQLITE_INSERT_NODES = 'INSERT INTO chitty_chain_nodes (level, "index", hash) VA
 _SQLITE_MOVE_HEAD = (
     f"UPDATE chitty_chain_head SET tree_size = ?, peaks = ?, updated_at = ? WHERE log_id = {LOG_ID}"
 )
+# Appended to it once per checked peak (level, index, hash): the head moves only if each stored
+# node is that hash (a missing one is NULL). One primary-key lookup each.
+_SQLITE_PEAK_IS = ' AND (SELECT hash FROM chitty_chain_nodes WHERE level = ? AND "index" = ?) IS ?'
 
 _PG_LOCK_HEAD = f"""
 SELECT h.tree_size, h.origin, h.peaks,
@@ -330,14 +359,24 @@ _PG_FACT_ROWS = """
 _PG_NODE_ROWS = """
   SELECT (n->>0)::smallint, (n->>1)::bigint, decode(n->>2, 'hex')
     FROM jsonb_array_elements(%(nodes)s::jsonb) AS n"""
+# ``ok``: the checked peaks (arrays of coordinates, in order) are the stored nodes; a statement
+# after the lock was taken, so it sees what the previous holder committed. Nothing is written
+# otherwise (the UPDATE's row count says which).
 _PG_WRITE_LEAVES = f"""
-WITH facts AS (
+WITH ok AS MATERIALIZED (
+  SELECT (SELECT string_agg(n.hash, ''::bytea ORDER BY w.ord)
+            FROM unnest(%(check_levels)s::smallint[], %(check_index)s::bigint[]) WITH ORDINALITY AS w(level, idx, ord)
+            JOIN chitty_chain_nodes n ON n.level = w.level AND n."index" = w.idx)
+         IS NOT DISTINCT FROM %(check_hashes)s::bytea AS fine
+), facts AS (
   INSERT INTO chitty_chain_facts ({_FACT_INSERT_COLUMNS}){_PG_FACT_ROWS}
+   WHERE (SELECT fine FROM ok)
 ), nodes AS (
   INSERT INTO chitty_chain_nodes (level, "index", hash){_PG_NODE_ROWS}
+   WHERE (SELECT fine FROM ok)
 )
 UPDATE chitty_chain_head SET tree_size = %(size)s, peaks = %(peaks)s, updated_at = %(now)s
- WHERE log_id = {LOG_ID}
+ WHERE log_id = {LOG_ID} AND (SELECT fine FROM ok)
 """
 # lock_head with a guess. ``head`` takes the lock (READ COMMITTED: after waiting, it returns the
 # row as the previous holder committed it); ``fits`` is non-empty when that row is the guessed
@@ -453,6 +492,35 @@ SELECT n.level, n."index", n.hash
   FROM unnest(%s::smallint[], %s::bigint[]) AS w(level, idx)
   JOIN chitty_chain_nodes n ON n.level = w.level AND n."index" = w.idx
 """
+
+
+async def node_ranges(
+    session: AsyncSession, ranges: Sequence[tuple[int, int, int]]
+) -> dict[NodeId, bytes | None]:
+    """The stored nodes ``(level, first .. last)`` of each of ``ranges``, in one statement: ``{(level,
+    index): hash}``, None for a value that is not a 32-byte hash (missing ones are left out)."""
+    found: dict[NodeId, bytes | None] = {}
+    if not ranges:
+        return found
+    raw = await driver_connection(session)
+    if is_postgres(session):
+        columns = ([r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges])
+        rows = await (await raw.execute(_PG_NODE_RANGES, columns)).fetchall()
+    else:
+        sql = " UNION ALL ".join([_SQLITE_NODE_RANGE] * len(ranges))
+        rows = await raw.execute_fetchall(sql, [value for r in ranges for value in r])
+    for level, index, value in rows:
+        ok = isinstance(value, bytes | bytearray | memoryview) and len(value) == 32
+        found[(level, index)] = bytes(value) if ok else None
+    return found
+
+
+_PG_NODE_RANGES = """
+SELECT n.level, n."index", n.hash
+  FROM unnest(%s::smallint[], %s::bigint[], %s::bigint[]) AS r(level, first, last)
+  JOIN chitty_chain_nodes n ON n.level = r.level AND n."index" BETWEEN r.first AND r.last
+"""
+_SQLITE_NODE_RANGE = 'SELECT level, "index", hash FROM chitty_chain_nodes WHERE level = ? AND "index" BETWEEN ? AND ?'
 
 
 async def stray_nodes(session: AsyncSession, limit: int) -> Sequence[Row[Any]]:

@@ -30,12 +30,14 @@ FactSigner = Callable[[Fact], Awaitable[Fact]]
 """Returns the fact with ``signer`` and ``signature`` set (over ``fact.signing_bytes()``)."""
 
 
-def execution_facts(event: ExecutionCompleted) -> list[Fact]:
+def execution_facts(event: ExecutionCompleted, requested_model: str | None = None) -> list[Fact]:
     """What the log records of a completed execution, all timestamped ``completed_at``:
 
     ``execution:<id> completed sha256:<output hash>`` (first), ``... prompt sha256:<prompt hash>``,
-    ``... model <answered model>`` (when a model answered), ``... requested_by user:<user id>`` and
-    ``... case <case id>`` (when given); source ``chittyos:<security level>``.
+    ``... model <answered model>`` (when a model answered: the model the provider says answered),
+    ``... requested_model <requested model>`` (when given: the model asked for, the execution
+    row's ``model``), ``... requested_by user:<user id>`` and ``... case <case id>`` (when
+    given); source ``chittyos:<security level>``.
     """
     subject = f"execution:{event.execution_id}"
     common = {
@@ -50,6 +52,8 @@ def execution_facts(event: ExecutionCompleted) -> list[Fact]:
     ]
     if event.calls and event.calls[-1].model:
         facts.append(Fact(predicate="model", object=event.calls[-1].model, **common))
+    if requested_model:
+        facts.append(Fact(predicate="requested_model", object=requested_model, **common))
     facts.append(Fact(predicate="requested_by", object=f"user:{event.user_id}", **common))
     if event.case_id:
         facts.append(Fact(predicate="case", object=event.case_id, **common))
@@ -59,11 +63,12 @@ def execution_facts(event: ExecutionCompleted) -> list[Fact]:
 def execution_subscriber(
     chain: ChainLog,
     *,
-    facts_for: Callable[[ExecutionCompleted], Sequence[Fact]] = execution_facts,
+    facts_for: Callable[[ExecutionCompleted, str | None], Sequence[Fact]] = execution_facts,
     sign: FactSigner | None = None,
 ) -> ExecutionHandler:
-    """The ``ExecutionCompleted`` handler appending ``facts_for(event)`` (signed by ``sign`` when
-    given, before the log lock is taken) and setting ``chain_facts`` on the execution row.
+    """The ``ExecutionCompleted`` handler appending ``facts_for(event, requested model)`` (the
+    execution row's ``model``; signed by ``sign`` when given, before the log lock is taken) and
+    setting ``chain_facts`` on the execution row.
 
     Raises ``NotFound`` when the execution row is not in the session (it always is inside the
     completing transaction), and whatever ``ChainLog.append`` raises; either rolls the completion back.
@@ -78,7 +83,7 @@ def execution_subscriber(
             row = await session.get(SecureExecution, key)
         if row is None:
             raise NotFound("execution", event.execution_id)
-        facts = list(facts_for(event))
+        facts = list(facts_for(event, row.model))
         if sign is not None:
             facts = [await sign(fact) for fact in facts]
         appended = await chain.append(session, facts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -20,7 +21,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectSendStream
 
 from chittyos.chain import scan, store
-from chittyos.chain.facts import canonical_leaf_sorted, parse_fact_id
+from chittyos.chain.facts import SORTED_FIELDS, canonical_leaf_sorted, parse_fact_id
 from chittyos.chain.merkle import (
     EMPTY_ROOT,
     consistency_proof,
@@ -33,12 +34,12 @@ from chittyos.chain.merkle import (
 )
 from chittyos.chain.note import Checkpoint, open_checkpoint
 from chittyos.chain.recompute import Findings, Tree, leaf_digests
-from chittyos.chain.records import FactVerification, Finding, LogReport, VerifyReport
+from chittyos.chain.records import NOT_APPLICABLE, FactVerification, Finding, LogReport, VerifyReport
 from chittyos.chain.scan import Page
 from chittyos.errors import ChittyError, InvalidInput, ProofRejected
 
 if TYPE_CHECKING:
-    from chittyos.chain.log import ChainLog, FactCheck, Progress
+    from chittyos.chain.log import ChainLog, FactCheck, Progress, SignatureCheck
 
 __all__ = ["MAX_VERIFY_FACTS", "verify_facts", "verify_log"]
 
@@ -59,7 +60,8 @@ async def verify_facts(
     Per fact: 1. it is stored; 2. SHA-256 of its leaf bytes recomputed from the stored fields is
     its id, and SHA-256(0x00 || leaf) its stored leaf hash; 3. its inclusion proof, built from
     stored nodes with the RECOMPUTED leaf hash, verifies against the newest signed checkpoint (one
-    is signed first when none covers the fact); 4. each of ``checks`` (``check.<name>``).
+    is signed first when none covers the fact); 4. each of ``checks`` (``check.<name>``; one
+    that returns ``NOT_APPLICABLE`` is listed in the fact's ``not_applicable`` instead).
     Log: the newest and the previous checkpoint open with the log key and match their rows, and a
     consistency proof from stored nodes takes the previous root to the newest.
     Raises ``InvalidInput`` for malformed ids (none, more than 10000, not 64 hex digits).
@@ -178,14 +180,17 @@ async def verify_facts(
                         **where,
                     )
                 )
+        skipped: list[str] = []
         for name, check in checks.items():
             try:
                 problem = await check(record)
             except ChittyError as exc:
                 problem = str(exc)
-            if problem:
-                found.append(Finding(f"check.{name}", problem, **where))
-        results.append(FactVerification(fact_id, record, tuple(found)))
+            if problem is NOT_APPLICABLE:
+                skipped.append(name)
+            elif problem:
+                found.append(Finding(f"check.{name}", str(problem), **where))
+        results.append(FactVerification(fact_id, record, tuple(found), tuple(skipped)))
     return VerifyReport(
         checkpoint=chain.checkpoint_view(newest) if newest is not None else None,
         previous_checkpoint=chain.checkpoint_view(previous) if previous is not None else None,
@@ -216,7 +221,12 @@ def _open(chain: ChainLog, row: Any, findings: list[Finding]) -> Checkpoint | No
 
 
 async def verify_log(
-    chain: ChainLog, *, progress: Progress | None, page_size: int, max_findings: int
+    chain: ChainLog,
+    *,
+    progress: Progress | None,
+    signatures: SignatureCheck | None = None,
+    page_size: int,
+    max_findings: int,
 ) -> LogReport:
     """Recompute the log from its facts, streaming in index order: O(log n) + a few pages of memory.
 
@@ -228,8 +238,11 @@ async def verify_log(
     leaf hash; the tree is rebuilt over the recomputed leaves (``recompute.Tree``), every complete
     subtree it yields compared with the stored node (a page's nodes of one level compared at
     once, then one by one only when they differ); at each checkpoint's size the recomputed root
-    must equal the signed root; 3. no fact or node lies beyond n, the table holds n facts, and
-    the head's cached peaks are the stored root nodes.
+    must equal the root its note signs (the row's root_hash column when the note does not open
+    with the log key for that size); with ``signatures``, every signed fact's OpenPGP signature is
+    checked (``fact.signature``; up to ``_SIGNATURES_AT_ONCE`` at a time, each a gpg process);
+    3. no fact or node lies beyond n, the table holds n facts, and the head's cached peaks are
+    the stored root nodes.
 
     A page is read as a few aggregates (``scan``: the database writes the RFC 8785 leaf bytes,
     on SQLite on connections of the verifier's own, in worker threads) and hashed here a level
@@ -251,6 +264,7 @@ async def verify_log(
     if origin != chain.origin:
         out.add(Finding("head.origin", f"the log's origin is {origin!r}, the log key's is {chain.origin!r}"))
     targets: dict[int, bytes] = {}
+    what: dict[int, str] = {}
     for row in stored_checkpoints:
         if row[0] > size:
             out.add(
@@ -264,12 +278,17 @@ async def verify_log(
         _open(chain, row, opened)
         for finding in opened:
             out.add(finding)
-        targets[row[0]] = bytes(row[1])
+        # The recompute is held to the root the note signs when the note opens with the log key
+        # for this size; otherwise (a forged or moved note) to the row's root_hash column.
+        signed = _signed_root(chain, row)
+        targets[row[0]] = bytes(row[1]) if signed is None else signed
+        if signed is None:
+            what[row[0]] = "the stored root_hash column (its note does not sign this size)"
 
     # 2.
-    tree = Tree(targets, out)
+    tree = Tree(targets, out, what)
     tree.check_root(0, EMPTY_ROOT)
-    leaves = nodes_checked = 0
+    leaves = nodes_checked = signatures_checked = 0
     ranges = [(begin, min(begin + page_size, size)) for begin in range(0, size, page_size)]
     streams = [anyio.create_memory_object_stream[Page](_AHEAD) for _ in range(_READERS)]
     with ExitStack() as closing:
@@ -281,11 +300,16 @@ async def verify_log(
             for n in range(len(ranges)):
                 page = await streams[n % _READERS][1].receive()  # in index order; the next ones are read
                 tree.start_page()
+                signed: list[tuple[int, str, dict[str, Any]]] = []
                 if page.clean and await _page_at_once(tree, page):
                     leaves += page.end - page.begin
+                    if signatures is not None:
+                        signed = _signed_leaves(page)
                 else:
-                    leaves += await _page_by_rows(chain, tree, page)
+                    leaves += await _page_by_rows(chain, tree, page, signed)
                 nodes_checked += await _compare_nodes(chain, page, tree.computed, out)
+                if signatures is not None and signed:
+                    signatures_checked += await _check_signatures(signatures, signed, out)
                 if progress is not None:
                     result = progress(page.end, size)
                     if inspect.isawaitable(result):
@@ -337,6 +361,7 @@ async def verify_log(
         findings_dropped=out.dropped,
         seconds=round(time.perf_counter() - started, 3),
         counts=dict(out.counts),
+        signatures_checked=None if signatures is None else signatures_checked,
     )
 
 
@@ -392,8 +417,11 @@ async def _page_at_once(tree: Tree, page: Page) -> bool:
     return True
 
 
-async def _page_by_rows(chain: ChainLog, tree: Tree, page: Page) -> int:
-    """Recompute a page leaf by leaf from its rows, reporting each finding. Returns the rows read."""
+async def _page_by_rows(
+    chain: ChainLog, tree: Tree, page: Page, signed: list[tuple[int, str, dict[str, Any]]]
+) -> int:
+    """Recompute a page leaf by leaf from its rows, reporting each finding; the rows that carry a
+    signature go to ``signed`` as ``(index, fact id, fields)``. Returns the rows read."""
     async with chain.reading() as session:
         rows = await scan.read_rows(session, page.begin, page.end)
     level0: dict[int, bytes | None] | None = None
@@ -423,10 +451,79 @@ async def _page_by_rows(chain: ChainLog, tree: Tree, page: Page) -> int:
             if row[1] != tree.size:
                 await gap(row[1])
             _row_leaf(tree, row)
+            if row[7] is not None:  # ROW_COLUMNS: the signature
+                signed.append((row[1], row[0], dict(zip(SORTED_FIELDS, row[3:], strict=True))))
         await anyio.lowlevel.checkpoint()
     if tree.size < page.end:
         await gap(page.end)
     return len(rows)
+
+
+_SIGNATURE_KEY = b'"signature":'
+"""How a signed fact's leaf (RFC 8785 JSON) spells its signature member. Inside a string every
+quote is escaped (``\\"``), so these bytes can only be that member."""
+_SIGNATURES_AT_ONCE = 4  # gpg processes checking signatures at once
+
+
+def _signed_leaves(page: Page) -> list[tuple[int, str, dict[str, Any]]]:
+    """``(index, fact id, fields)`` of the page's signed facts, found in its leaf bytes (a clean
+    page whose ids and leaf hashes were checked: the bytes are what the log committed to)."""
+    blob = page.leaves
+    out = []
+    at = blob.find(_SIGNATURE_KEY)
+    line_start, index = 0, page.begin
+    while at != -1:
+        start = blob.rfind(b"\n", 0, at) + 1
+        index += blob.count(b"\n", line_start, start)
+        line_start = start
+        end = blob.find(b"\n", at)
+        end = len(blob) if end == -1 else end
+        leaf = blob[start:end]
+        try:
+            values = json.loads(leaf)
+        except ValueError:  # not JSON a genuine row makes: the check reports it
+            values = {}
+        out.append((index, hashlib.sha256(leaf).hexdigest(), values))
+        at = blob.find(_SIGNATURE_KEY, end)
+    return out
+
+
+async def _check_signatures(
+    check: SignatureCheck, signed: list[tuple[int, str, dict[str, Any]]], out: Findings
+) -> int:
+    """Check each signed fact's signature (a few at a time); ``fact.signature`` for each that
+    fails. Returns how many were checked."""
+    limiter = anyio.CapacityLimiter(_SIGNATURES_AT_ONCE)
+
+    async def one(index: int, fact_id: str, values: dict[str, Any]) -> None:
+        async with limiter:
+            try:
+                problem = await check(values)
+            except ChittyError as exc:
+                problem = str(exc)
+        if problem:
+            out.add(
+                Finding(
+                    "fact.signature",
+                    f"fact {fact_id} at index {index}: {problem}",
+                    fact_id=fact_id,
+                    leaf_index=index,
+                )
+            )
+
+    async with anyio.create_task_group() as tg:
+        for item in signed:
+            tg.start_soon(one, *item)
+    return len(signed)
+
+
+def _signed_root(chain: ChainLog, row: Any) -> bytes | None:
+    """The root a checkpoint row's note signs, when it opens with the log key for the row's size."""
+    try:
+        checkpoint = open_checkpoint(row[2], chain.verifier, origin=chain.origin)
+    except ProofRejected:
+        return None
+    return checkpoint.root_hash if checkpoint.tree_size == row[0] else None
 
 
 def _row_leaf(tree: Tree, row: Any) -> None:

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
 from mcp_types import ToolAnnotations
+from pydantic import Field, WithJsonSchema
 
 from chittyos.app import App
 from chittyos.chain import FactRecord
-from chittyos.chain.service import VerifiedFacts
+from chittyos.chain.service import MAX_TIME_MS, VerifiedFacts
 from chittyos.server.errors import tool_errors
+
+EpochMs = Annotated[
+    int | None,
+    Field(ge=0, le=MAX_TIME_MS),
+    # One schema, not anyOf [integer, null]: a value out of range is then refused naming the bound.
+    WithJsonSchema({"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TIME_MS}),
+]
+"""Epoch milliseconds, 0 .. 2**63-1 (the database's BIGINT), or null."""
 
 CHECKPOINT_URI = "chittyos://chain/checkpoint"
 VKEY_URI = "chittyos://chain/vkey"
@@ -99,14 +109,15 @@ def register(mcp: MCPServer[App], app: App) -> None:
         predicate: str | None = None,
         object: str | None = None,
         source: str | None = None,
-        start_time: int | None = None,
-        end_time: int | None = None,
+        start_time: EpochMs = None,
+        end_time: EpochMs = None,
         verified_only: bool = False,
         limit: int = 50,
         offset: int = 0,
     ) -> FactQueryResult:
         """Facts matching every given field exactly, in log order. start_time/end_time are epoch ms
-        (inclusive/exclusive); verified_only keeps facts whose OpenPGP signature verifies."""
+        from 0 to 2**63-1 (inclusive/exclusive); verified_only keeps facts whose OpenPGP signature
+        verifies."""
         app = ctx.request_context.lifespan_context
         with tool_errors():
             page = await app.chain.query(
@@ -130,7 +141,10 @@ def register(mcp: MCPServer[App], app: App) -> None:
         """Check each fact by cryptography: its leaf recomputed from the stored fields, its inclusion
         proof against the newest signed checkpoint (returned as C2SP tlog-proof text), its OpenPGP
         signature, and (cross_reference) the execution it names, compared by hash; plus the newest
-        checkpoint's consistency with the previous one. all_valid is computed, never assumed."""
+        checkpoint's consistency with the previous one. Each check reads true (passed), false
+        (failed) or null (not applicable: the signature of an execution fact, which the server does
+        not sign; the cross-reference of an assertion; every check but leaf of an unknown fact).
+        all_valid is computed from the checks that apply, never assumed."""
         app = ctx.request_context.lifespan_context
         with tool_errors():
             return await app.chain.verify(
