@@ -10,16 +10,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from chittyos import __version__
+from chittyos.app import open_app
 from chittyos.config import Settings
 from tests.conftest import create_database, drop_database
 from tests.openai_server import OpenAIServer, server_error
-from tests.server.conftest import settings_env
+from tests.server.conftest import free_port, settings_env
 
 
-def chittyos(*args: str, env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def chittyos(
+    *args: str, env: dict[str, str], stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "chittyos", *args],
         env=env,
@@ -27,7 +31,15 @@ def chittyos(*args: str, env: dict[str, str], stdin: str | None = None) -> subpr
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=cwd,
     )
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a command that stopped on a configuration error (exit 2)."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, (done.returncode, done.stderr)
+    return lines[0]
 
 
 def test_version() -> None:
@@ -103,9 +115,10 @@ def test_serve_on_a_postgres_schema_that_is_behind_says_to_upgrade(
     url = create_database(postgres_server_url, name)
     try:
         env: dict[str, Any] = settings_env(settings) | {"CHITTY_DATABASE_URL": url}
-        done = chittyos("serve", env=env)
-        assert done.returncode == 2
-        assert "run `chittyos db upgrade`" in done.stderr
+        # --http too: one line and exit 2, not uvicorn's lifespan traceback and exit 3
+        for command in (["serve"], ["serve", "--http", "--port", str(free_port())], ["exec", "p"]):
+            line = one_line(chittyos(*command, env=env))
+            assert line.startswith("chittyos: database schema is at") and "run `chittyos db upgrade`" in line, line
         assert chittyos("db", "upgrade", env=env).returncode == 0
     finally:
         drop_database(postgres_server_url, name)
@@ -149,3 +162,214 @@ def test_chain_commands_prove_verify_and_name_a_tampered_index(
 
     missing = chittyos("chain", "proof", "0" * 64, env=env)
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+
+@pytest.mark.anyio
+async def test_chain_verify_checks_the_signature_of_every_signed_fact_unless_told_not_to(
+    settings: Settings,
+) -> None:
+    async with open_app(settings) as app:
+        for n in range(3):
+            await app.chain.assert_fact(
+                subject=f"contract:{n}", predicate="signed_by", object="acme", source="cli-test"
+            )
+    env = settings_env(settings)
+    checked = chittyos("chain", "verify", "--quiet", env=env)
+    skipped = chittyos("chain", "verify", "--quiet", "--no-signatures", env=env)
+    assert checked.returncode == 0 and skipped.returncode == 0, checked.stdout + checked.stderr
+    assert ", 3 signatures checked in" in checked.stdout and checked.stdout.strip().endswith("OK")
+    assert "signatures" not in skipped.stdout and skipped.stdout.strip().endswith("OK")
+
+
+# -- empty variables ------------------------------------------------------------------------------
+
+
+def test_an_empty_data_dir_or_encryption_key_stops_start_up_and_creates_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """CHITTY_DATA_DIR= used to put the private keys in the current directory, and
+    CHITTY_ENCRYPTION_KEY= to create a new key file as if it were unset."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    for name in ("CHITTY_DATA_DIR", "CHITTY_ENCRYPTION_KEY", "CHITTY_DATABASE_URL", "PGP_PRIVATE_KEY"):
+        env = settings_env(settings) | {name: ""}
+        for command in (["keys", "init"], ["serve"], ["exec", "p"]):
+            line = one_line(chittyos(*command, env=env, cwd=cwd))
+            assert line == f"chittyos: {name}: must not be empty (unset it to use the default)" + (
+                "" if name in ("CHITTY_ENCRYPTION_KEY", "PGP_PRIVATE_KEY") else " (got '')"
+            ), line
+    assert list(cwd.iterdir()) == []
+    assert not (settings.chitty_data_dir / "encryption.key").exists()
+
+
+# -- commands that only read ----------------------------------------------------------------------
+
+READ_ONLY = [
+    ["chain", "verify", "--quiet"],
+    ["chain", "proof", "ab" * 32],
+    ["chain", "checkpoint"],
+    ["keys", "export"],
+    ["budget", "show", "--user", "u"],
+    ["budget", "remove", "--user", "u"],
+    ["keys", "rotate-encryption"],
+]
+
+
+@pytest.mark.parametrize("command", READ_ONLY, ids=lambda c: " ".join(c[:2]))
+def test_a_command_that_only_reads_refuses_a_missing_data_dir_and_creates_nothing(
+    settings: Settings, tmp_path: Path, command: list[str]
+) -> None:
+    """A mistyped CHITTY_DATA_DIR got a new log key, gnupg/ and an empty database, and `chain
+    verify` said "0 leaves ... OK". On PostgreSQL as well: the keys live in the data directory."""
+    typo = tmp_path / "typo"
+    env = settings_env(settings) | {"CHITTY_DATA_DIR": str(typo)}
+    line = one_line(chittyos(*command, env=env))
+    assert line == (
+        f"chittyos: CHITTY_DATA_DIR: the data directory {typo} does not exist; start the server "
+        "(`chittyos serve`) or run `chittyos keys init` first"
+    )
+    assert not typo.exists()
+    if settings.database_url.startswith("sqlite"):
+        assert not Path(settings.database_url.removeprefix("sqlite:///")).exists()
+
+
+def test_keys_init_still_creates_the_data_dir_and_read_only_commands_then_work(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHITTY_", "OPENAI_", "PGP_"))}
+    env |= {"CHITTY_DATA_DIR": str(tmp_path / "data"), "CHITTY_LOG_LEVEL": "WARNING"}
+    # a data directory with keys but no database yet: say how to make one, create none
+    assert chittyos("keys", "init", env=env).returncode == 0
+    line = one_line(chittyos("chain", "verify", "--quiet", env=env))
+    assert "no database at" in line and "chittyos db upgrade" in line
+    assert not (tmp_path / "data" / "chittyos.db").exists()
+    exported = chittyos("keys", "export", env=env)
+    assert exported.returncode == 0 and exported.stdout.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----")
+    assert chittyos("db", "upgrade", env=env).returncode == 0
+    verified = chittyos("chain", "verify", "--quiet", env=env)
+    assert verified.returncode == 0 and verified.stdout.strip().endswith("OK"), verified.stderr
+    (tmp_path / "data" / "chain" / "log.key").unlink()  # a data directory from before the chain
+    line = one_line(chittyos("chain", "verify", "--quiet", env=env))
+    assert line.startswith(f"chittyos: CHITTY_DATA_DIR: no chain log key at {tmp_path / 'data' / 'chain' / 'log.key'}")
+
+
+# -- only the server sweeps ----------------------------------------------------------------------
+
+
+async def _abandon(settings: Settings, execution_id: str) -> None:
+    """Leave the execution as a killed process would: still executing, started 5 minutes ago."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from chittyos.db import create_engine
+    from chittyos.db.models import SecureExecution
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(SecureExecution.__table__)
+                .where(SecureExecution.__table__.c.id == uuid.UUID(execution_id))
+                .values(status="executing", completed_at=None, created_at=datetime.now(UTC) - timedelta(minutes=5))
+            )
+    finally:
+        await engine.dispose()
+
+
+def _status(settings: Settings, execution_id: str) -> str:
+    from sqlalchemy import select
+
+    from chittyos.db import create_engine
+    from chittyos.db.models import SecureExecution
+
+    async def read() -> str:
+        engine = create_engine(settings.database_url)
+        try:
+            async with engine.connect() as conn:
+                table = SecureExecution.__table__
+                return str(await conn.scalar(select(table.c.status).where(table.c.id == uuid.UUID(execution_id))))
+        finally:
+            await engine.dispose()
+
+    return anyio.run(read)
+
+
+def test_one_shot_commands_neither_sweep_executions_nor_announce_a_server(
+    settings: Settings, openai_server: OpenAIServer
+) -> None:
+    """Only a server may decide that an execution left running was abandoned by a dead process;
+    `budget show` used to sweep them and log "chittyos ready"."""
+    env = settings_env(settings) | {"CHITTY_EXECUTION_STALE_S": "60", "CHITTY_LOG_LEVEL": "INFO"}
+    done = chittyos("exec", "p", env=env)
+    assert done.returncode == 0, done.stderr
+    execution_id = json.loads(done.stdout)["execution_id"]
+    anyio.run(_abandon, settings, execution_id)
+    assert _status(settings, execution_id) == "executing"
+    for command in (["budget", "show", "--user", "u"], ["chain", "verify", "--quiet"], ["exec", "q"]):
+        done = chittyos(*command, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "chittyos ready" not in done.stderr
+        assert _status(settings, execution_id) == "executing"
+    served = chittyos("serve", env=env, stdin="")  # stdio at end of input: starts, then stops
+    assert "chittyos ready" in served.stderr
+    assert _status(settings, execution_id) == "failed"
+
+
+# -- two data directories on one database ---------------------------------------------------------
+
+
+def test_a_second_data_dir_on_the_same_database_is_refused_at_start_up(
+    settings: Settings, openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    """Replicas with their own data directories have their own log keys: the second one used to
+    start, take appends and then fail every checkpoint in the background, /health saying ok."""
+    first = settings_env(settings)
+    assert chittyos("exec", "log me", env=first).returncode == 0
+    assert chittyos("chain", "checkpoint", env=first).returncode == 0
+    second_dir = tmp_path / "replica"
+    second = first | {"CHITTY_DATA_DIR": str(second_dir)}
+    for command in (["serve", "--http", "--port", str(free_port())], ["serve"], ["exec", "p"]):
+        line = one_line(chittyos(*command, env=second))
+        assert line.startswith("chittyos: chain log key: this database's log is signed by chittyos.local/chain+"), line
+        assert "not by this server's log key chittyos.local/chain+" in line
+        assert str(second_dir / "chain" / "log.key") in line
+        assert "must share the data directory's chain/log.key, gnupg/ and encryption.key" in line
+    # refused before any other key was made for it
+    assert sorted(p.name for p in second_dir.iterdir()) == ["chain"]
+    assert chittyos("exec", "p", env=first).returncode == 0  # the first one's keys still serve
+
+
+def test_serve_http_on_sigterm_closes_the_app_before_exiting(settings: Settings, tmp_path: Path) -> None:
+    """uvicorn re-raises SIGTERM after it stopped serving; the App (gpg-agent, pool) is closed first."""
+    import signal
+    import time
+
+    import httpx2
+
+    port = free_port()
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chittyos", "serve", "--http", "--port", str(port)],
+            env=settings_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.1)
+        agent = settings.chitty_data_dir / "gnupg" / "S.gpg-agent"
+        assert agent.exists()  # the server's signer holds the agent
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+        assert not agent.exists()  # the App was closed: the signer stopped its agent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

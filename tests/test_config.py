@@ -55,3 +55,44 @@ def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(settings.chitty_api_tokens) == 2
     assert "sk-very-secret-key" not in repr(settings)
     assert "a-long-enough-token-1" not in repr(settings)
+
+
+EMPTY_REFUSED = [
+    "CHITTY_DATA_DIR",
+    "CHITTY_ENCRYPTION_KEY",
+    "CHITTY_DATABASE_URL",
+    "PGP_PRIVATE_KEY",
+    "PGP_PRIVATE_KEY_FILE",
+    "PGP_KEY_ID",
+    "CHITTY_PRICES_FILE",
+    "CHITTY_LOG_ORIGIN",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "CHITTY_PRICING_BASE_URL",
+    "CHITTY_DEFAULT_MODEL",
+    "CHITTY_HTTP_HOST",
+]
+
+
+@pytest.mark.parametrize("name", EMPTY_REFUSED)
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_path_key_or_url_is_refused_not_taken_as_unset(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """CHITTY_DATA_DIR= put the private keys in the current directory; CHITTY_ENCRYPTION_KEY= made a
+    new key file. An empty value is a mistake: start-up stops naming the variable."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"{name}: must not be empty (unset it to use the default)"), message
+    assert "\n" not in message and ";" not in message  # only this variable is named
+
+
+def test_an_empty_list_still_means_none(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CHITTY_DATA_DIR", str(tmp_path))
+    for name in ("CHITTY_API_TOKENS", "CHITTY_ALLOWED_HOSTS", "CHITTY_ALLOWED_ORIGINS", "CHITTY_FREE_BASE_URLS"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.chitty_api_tokens == () and settings.chitty_allowed_hosts == ()
+    assert settings.chitty_data_dir == tmp_path

@@ -6,15 +6,17 @@ that the HTTP lifespan, the stdio runner, the CLI and the tests share one way to
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
-from sqlalchemy import Table, text
+from sqlalchemy import Table, make_url, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,7 +33,15 @@ from chittyos.chat import (
     SessionService,
     UsageRecorder,
 )
-from chittyos.chain import ChainLog, NoteSigner, execution_subscriber, load_or_create_log_key
+from chittyos.chain import (
+    ChainLog,
+    NoteSigner,
+    execution_subscriber,
+    load_or_create_log_key,
+    open_note,
+)
+from chittyos.chain import store as chain_store
+from chittyos.chain.keys import LOG_KEY_FILE
 from chittyos.chain.service import ChainService
 from chittyos.config import Settings
 from chittyos.db import (
@@ -43,6 +53,7 @@ from chittyos.db import (
     is_sqlite,
     make_session_factory,
 )
+from chittyos.errors import ConfigurationError, ProofRejected
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
 from chittyos.db.models import Base, SecureExecution
 from chittyos.execution import SEALED_COLUMNS as EXECUTION_SEALED_COLUMNS
@@ -51,9 +62,16 @@ from chittyos.llm.openai_provider import OpenAIProvider
 from chittyos.llm.pricing import PriceBook
 from chittyos.llm.selection import ProviderSelector
 from chittyos.signing import OpenPGPSigner, Sealer, open_sealer, open_signer
+from chittyos.signing.setup import ENCRYPTION_KEY_FILE
 from chittyos.tiers import StandardTier, TierRegistry
 
-__all__ = ["App", "open_app", "sealed_columns"]
+__all__ = [
+    "App",
+    "check_log_key",
+    "open_app",
+    "require_existing",
+    "sealed_columns",
+]
 
 log = structlog.get_logger("chittyos.app")
 
@@ -83,7 +101,9 @@ class App:
 
     async def health(self) -> dict[str, Any]:
         """``{status, version, database{backend, reachable, round_trip_ms, error?}, provider, tiers,
-        signer{ready, fingerprint}, sealing{algorithm, active_key_id}}``."""
+        signer{ready, fingerprint}, sealing{algorithm, active_key_id}, chain{origin, checkpoint{ok,
+        error?, failed_at?}}}``; ``degraded`` when the database is unreachable, its schema is not
+        this version's, or the last checkpoint attempt failed."""
         database: dict[str, Any] = {"backend": self.engine.dialect.name, "schema_head": self.schema_head}
         started = time.perf_counter()
         try:
@@ -95,7 +115,13 @@ class App:
                     database["schema_revision"] = await _schema_revision(conn)
         except Exception as exc:  # health reports, it does not raise
             database.update(reachable=False, error=type(exc).__name__)
-        healthy = database["reachable"] and database.get("schema_revision") == self.schema_head
+        checkpoint: dict[str, Any] = {"ok": True}
+        failure = self.chain.log.checkpoint_failure
+        if failure is not None:
+            checkpoint = {"ok": False, "error": failure.error, "failed_at": failure.at.isoformat()}
+        healthy = (
+            database["reachable"] and database.get("schema_revision") == self.schema_head and checkpoint["ok"]
+        )
         return {
             "status": "ok" if healthy else "degraded",
             "version": self.version,
@@ -107,6 +133,7 @@ class App:
             "tiers": self.tiers.names(),
             "signer": {"ready": True, "kind": "openpgp", "fingerprint": self.signer.fingerprint},
             "sealing": {"algorithm": "AES-256-GCM", "active_key_id": self.sealer.keyring.active_key_id},
+            "chain": {"origin": self.chain.log.origin, "checkpoint": checkpoint},
         }
 
 
@@ -129,17 +156,31 @@ def sealed_columns() -> dict[Table, tuple[str, ...]]:
 
 
 @asynccontextmanager
-async def open_app(settings: Settings, *, background: bool = False) -> AsyncIterator[App]:
+async def open_app(
+    settings: Settings, *, background: bool = False, serving: bool = True, create: bool = True
+) -> AsyncIterator[App]:
     """Start every part; dispose of them on exit.
 
     ``background`` runs the long-lived tasks of a server (the checkpoint signer) beside the
     caller; one-shot users (CLI commands, tests) leave it off, and checkpoints are then signed
     when a proof asks for one.
 
+    ``serving``: this process is the server (stdio or HTTP, and the tests that stand in for it):
+    at start it marks failed the executions a dead process left running and logs ``chittyos
+    ready``. CLI commands pass False: only a server may decide that a run is abandoned.
+
+    ``create``: make the data directory, its keys and the embedded SQLite database when missing
+    (``serve``, ``keys init``, ``exec``). Commands that only read pass False and get a
+    ``ConfigurationError`` naming what is missing instead (``require_existing``).
+
     Raises ``SchemaBehind`` when a PostgreSQL schema is older than this version (SQLite, the
-    embedded default, is migrated in place).
+    embedded default, is migrated in place), and ``ConfigurationError`` when this database's log
+    was signed with another log key (another server's data directory).
     """
-    settings.chitty_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if create:
+        settings.chitty_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    else:
+        require_existing(settings)
     url = settings.database_url
     sqlite = is_sqlite(url)
     await anyio.to_thread.run_sync(lambda: ensure_current(url, auto_upgrade=sqlite))
@@ -147,6 +188,11 @@ async def open_app(settings: Settings, *, background: bool = False) -> AsyncIter
     openai = _openai_provider(settings)
     signer: OpenPGPSigner | None = None
     try:
+        log_key = await anyio.to_thread.run_sync(
+            load_or_create_log_key, settings.chitty_data_dir, settings.chitty_log_origin
+        )
+        # Before the other keys: a replica started on the wrong data directory creates no more.
+        await check_log_key(engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
         signer = await anyio.to_thread.run_sync(open_signer, settings)
         sealing = await anyio.to_thread.run_sync(open_sealer, settings)
         if sealing.created:
@@ -154,18 +200,16 @@ async def open_app(settings: Settings, *, background: bool = False) -> AsyncIter
                 "created an encryption key for sealing at rest; back it up, or set CHITTY_ENCRYPTION_KEY",
                 key_file=sealing.key_source,
             )
-        log_key = await anyio.to_thread.run_sync(
-            load_or_create_log_key, settings.chitty_data_dir, settings.chitty_log_origin
-        )
         app = _wire(settings, engine, openai, signer, sealing.sealer, log_key)
-        await app.executions.fail_abandoned(older_than_s=settings.chitty_execution_stale_s)
-        log.info(
-            "chittyos ready",
-            version=__version__,
-            database=display_url(url),
-            provider=app.providers.configured or "mcp-sampling (client) only",
-            chain_origin=app.chain.log.origin,
-        )
+        if serving:
+            await app.executions.fail_abandoned(older_than_s=settings.chitty_execution_stale_s)
+            log.info(
+                "chittyos ready",
+                version=__version__,
+                database=display_url(url),
+                provider=app.providers.configured or "mcp-sampling (client) only",
+                chain_origin=app.chain.log.origin,
+            )
         if not background:
             yield app
         else:
@@ -183,6 +227,106 @@ async def open_app(settings: Settings, *, background: bool = False) -> AsyncIter
         if signer is not None:
             # stops the agent only if no other process on this data directory still signs
             await anyio.to_thread.run_sync(signer.close)
+
+
+_FIRST = "start the server (`chittyos serve`) or run `chittyos keys init` first"
+
+
+def require_existing(
+    settings: Settings,
+    *,
+    openpgp: bool = True,
+    sealing: bool = True,
+    log_key: bool = True,
+    database: bool = True,
+) -> None:
+    """Refuse to read through a data directory that no server or ``keys init`` made.
+
+    A mistyped ``CHITTY_DATA_DIR`` would otherwise get new keys and an empty database, and
+    ``chain verify`` would report "0 leaves ... OK". Checks the directory, then (as asked) the
+    OpenPGP keyring and the encryption key file (unless given by variables), the chain log key
+    and the embedded SQLite file. The keys live in the data directory whatever the database, so
+    this holds with ``CHITTY_DATABASE_URL`` too. Raises ``ConfigurationError`` naming the path.
+    """
+    data_dir = settings.chitty_data_dir
+    if not data_dir.is_dir():
+        raise ConfigurationError(f"CHITTY_DATA_DIR: the data directory {data_dir} does not exist; {_FIRST}")
+    needed: list[tuple[str, Path]] = []
+    if openpgp and settings.pgp_private_key is None and settings.pgp_private_key_file is None:
+        needed.append(("OpenPGP keyring", data_dir / "gnupg"))
+    if sealing and settings.chitty_encryption_key is None:
+        needed.append(("encryption key", data_dir / ENCRYPTION_KEY_FILE))
+    if log_key:
+        needed.append(("chain log key", data_dir / LOG_KEY_FILE))
+    for what, path in needed:
+        if not path.exists():
+            raise ConfigurationError(f"CHITTY_DATA_DIR: no {what} at {path}; {_FIRST}")
+    if database and is_sqlite(settings.database_url):
+        name = make_url(settings.database_url).database
+        if name and name != ":memory:" and not Path(name).exists():
+            variable = "CHITTY_DATABASE_URL" if settings.chitty_database_url else "CHITTY_DATA_DIR"
+            raise ConfigurationError(
+                f"{variable}: no database at {name}; start the server (`chittyos serve`) or run "
+                "`chittyos db upgrade` first"
+            )
+
+
+async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path) -> None:
+    """Refuse a log key that this database's log was not signed with.
+
+    Two servers on one database with different data directories have different log keys: the
+    second would accept appends and then fail every checkpoint. So the newest stored checkpoint
+    must verify with ``log_key`` (and the log's origin be the key's). A checkpoint that carries
+    this key's signature but does not verify is a changed row, not a configuration: that is for
+    ``chittyos chain verify`` to name, and is only logged here. Raises ``ConfigurationError``.
+    """
+    verifier = log_key.verifier()
+    async with UnitOfWork(session_factory=make_session_factory(engine)).read() as session:
+        head = await chain_store.head(session)
+        latest = await chain_store.latest_checkpoints(session, 1)
+    if head is not None and head[1] != log_key.name:
+        raise ConfigurationError(
+            f"CHITTY_LOG_ORIGIN: this database's log has origin {head[1]!r}, the log key {key_file} is for "
+            f"{log_key.name!r}; set CHITTY_LOG_ORIGIN={head[1]}"
+        )
+    if not latest:
+        return
+    size, note = latest[0][0], latest[0][2]
+    try:
+        open_note(note, [verifier])
+        return
+    except ProofRejected:
+        pass
+    ours = f"{verifier.name}+{verifier.key_id:08x}"
+    signers = _note_signers(note)
+    if ours in signers:
+        log.error(
+            "the newest chain checkpoint does not verify with this log key; run `chittyos chain verify`",
+            tree_size=size,
+        )
+        return
+    raise ConfigurationError(
+        f"chain log key: this database's log is signed by {', '.join(signers) or 'no key'} "
+        f"(checkpoint at size {size}), not by this server's log key {ours} ({key_file}); servers "
+        "sharing a database must share the data directory's chain/log.key, gnupg/ and encryption.key "
+        "(or the same PGP_PRIVATE_KEY and CHITTY_ENCRYPTION_KEY): copy them from the first server's "
+        "data directory, or set CHITTY_DATA_DIR to it"
+    )
+
+
+def _note_signers(note: str) -> list[str]:
+    """``name+keyid`` of each signature line of a signed note (unverified: for messages only)."""
+    _, _, block = note.rpartition("\n\n")
+    found: list[str] = []
+    for line in block.splitlines():
+        name, _, sig64 = line.removeprefix("\u2014 ").partition(" ")
+        try:
+            raw = base64.b64decode(sig64, validate=True)
+        except ValueError:
+            continue
+        if len(raw) > 4:
+            found.append(f"{name}+{int.from_bytes(raw[:4], 'big'):08x}")
+    return found
 
 
 def _openai_provider(settings: Settings) -> OpenAIProvider | None:

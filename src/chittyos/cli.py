@@ -95,19 +95,54 @@ async def _serve_stdio(settings: Settings) -> None:
 
 
 def _serve_http(settings: Settings, host: str, port: int) -> None:
+    """Open the App here, then hand it to uvicorn: a start-up error (a schema behind, a foreign
+    log key) is one line and exit 2, as for stdio, not a traceback from uvicorn's lifespan and
+    exit 3.
+
+    uvicorn re-raises the SIGTERM/SIGINT it shut down on once ``serve()`` returns, which would
+    end the process before the App is closed (the gpg-agent stopped, the pool drained). So while
+    it serves, those signals land in ``deferred``; after the App is closed a SIGTERM is raised
+    again (exit status 143, as before) and a SIGINT ends in exit 0, as uvicorn.run did.
+    """
+    import signal
+
+    from chittyos.server.http import check_bind
+
+    check_bind(settings, host)  # before any key or database is touched
+    deferred: list[int] = []
+    anyio.run(_serve_http_async, settings, host, port, deferred)
+    if signal.SIGTERM in deferred:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+
+
+async def _serve_http_async(settings: Settings, host: str, port: int, deferred: list[int]) -> None:
+    import signal
+
     import uvicorn
 
+    from chittyos.app import open_app
     from chittyos.server.http import create_http_app
 
-    starlette = create_http_app(settings, host=host)
-    uvicorn.run(
-        starlette,
-        host=host,
-        port=port,
-        log_level=settings.chitty_log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=settings.chitty_shutdown_grace_s,
-    )
+    async with open_app(settings, background=True) as opened:
+        config = uvicorn.Config(
+            create_http_app(settings, host=host, app=opened),
+            host=host,
+            port=port,
+            log_level=settings.chitty_log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=settings.chitty_shutdown_grace_s,
+        )
+        server = uvicorn.Server(config)
+        handled = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, lambda sig, _frame: deferred.append(sig)) for sig in handled}
+        try:
+            await server.serve()  # installs its own handlers; restores ours and re-raises on exit
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if not server.started:
+        raise SystemExit(3)  # uvicorn said why (the port is taken, ...)
 
 
 @db_app.command("upgrade")
@@ -147,7 +182,7 @@ def exec_(
 
         from chittyos.app import open_app
 
-        async with open_app(settings) as opened:
+        async with open_app(settings, serving=False) as opened:
             try:
                 view = await opened.executions.execute(request)
             except ExecutionFailedError as exc:
@@ -205,10 +240,12 @@ def keys_init() -> None:
 @keys_app.command("export")
 def keys_export() -> None:
     """Print the OpenPGP public key (armored), for verifying signatures offline."""
+    from chittyos.app import require_existing
     from chittyos.signing import open_signer
 
     settings = _settings()
     try:
+        require_existing(settings, sealing=False, log_key=False, database=False)
         signer = open_signer(settings)
     except ChittyError as exc:
         raise _fail(exc) from None
@@ -227,13 +264,15 @@ def keys_rotate_encryption(
     settings = _settings()
 
     async def run() -> Any:
-        async with open_app(settings) as opened:
+        async with open_app(settings, serving=False, create=False) as opened:
             return await rotate_sealed_values(
                 uow=opened.uow, sealer=opened.sealer, sealed=sealed_columns(), batch_size=batch_size
             )
 
     try:
         report = anyio.run(run)
+    except ConfigurationError as exc:
+        raise _fail(exc) from None
     except ChittyError as exc:
         raise _fail(exc, 1) from None
     typer.echo(
@@ -271,7 +310,7 @@ def budget_show(
     async def run(opened: Any) -> Any:
         return await opened.budgets.show(user)
 
-    typer.echo(json.dumps([_budget_json(v) for v in _with_app(settings, run)], indent=2))
+    typer.echo(json.dumps([_budget_json(v) for v in _with_app(settings, run, create=False)], indent=2))
 
 
 @budget_app.command("remove")
@@ -285,16 +324,18 @@ def budget_remove(
     async def run(opened: Any) -> None:
         await opened.budgets.remove(user_id=user, model=model)
 
-    _with_app(settings, run)
+    _with_app(settings, run, create=False)
     typer.echo(f"removed the budget of {user} for {model or 'all models'}")
 
 
-def _with_app(settings: Settings, work: Any) -> Any:
-    """Open the app, run ``work(app)``; a ChittyError prints one line and exits 2."""
+def _with_app(settings: Settings, work: Any, *, create: bool = True) -> Any:
+    """Open the app as a one-shot command, run ``work(app)``; a ChittyError prints one line and
+    exits 2. ``create=False`` (commands that only read, or only change what exists) refuses a
+    data directory no server made instead of creating keys and a database in it."""
     from chittyos.app import open_app
 
     async def run() -> Any:
-        async with open_app(settings) as opened:
+        async with open_app(settings, serving=False, create=create) as opened:
             return await work(opened)
 
     try:
@@ -306,8 +347,12 @@ def _with_app(settings: Settings, work: Any) -> Any:
 @chain_app.command("verify")
 def chain_verify(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    no_signatures: Annotated[
+        bool, typer.Option("--no-signatures", help="Skip checking each signed fact's OpenPGP signature.")
+    ] = False,
 ) -> None:
-    """Recompute the whole log from its facts (streaming); exit 1 naming every mismatch."""
+    """Recompute the whole log from its facts (streaming) and check every signed fact's OpenPGP
+    signature; exit 1 naming every mismatch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     settings = _settings()
@@ -327,9 +372,9 @@ def chain_verify(
             bar.update(task, completed=done, total=total)
 
         with bar:
-            return await opened.chain.log.verify_log(progress)
+            return await opened.chain.verify_log(progress, verify_signatures=not no_signatures)
 
-    report = _with_app(settings, run)
+    report = _with_app(settings, run, create=False)
     for finding in report.findings:
         where = ", ".join(
             part
@@ -346,7 +391,9 @@ def chain_verify(
         typer.echo(f"... and {report.findings_dropped} more mismatches")
     typer.echo(
         f"{report.origin}: {report.leaves_checked} leaves, {report.nodes_checked} stored nodes, "
-        f"{report.checkpoints_checked} checkpoints checked in {report.seconds:.2f} s; root {report.root}; "
+        f"{report.checkpoints_checked} checkpoints"
+        + ("" if report.signatures_checked is None else f", {report.signatures_checked} signatures")
+        + f" checked in {report.seconds:.2f} s; root {report.root}; "
         + ("OK" if report.ok else "FAILED")
     )
     if not report.ok:
@@ -361,7 +408,7 @@ def chain_proof(fact_id: Annotated[str, typer.Argument(help="The fact id (64 hex
     async def run(opened: Any) -> Any:
         return await opened.chain.log.inclusion_proof(fact_id)
 
-    proof = _with_app(settings, run)
+    proof = _with_app(settings, run, create=False)
     typer.echo(proof.tlog_proof, nl=False)
 
 
@@ -373,7 +420,7 @@ def chain_checkpoint() -> None:
     async def run(opened: Any) -> Any:
         return await opened.chain.log.checkpoint()
 
-    typer.echo(_with_app(settings, run).note, nl=False)
+    typer.echo(_with_app(settings, run, create=False).note, nl=False)
 
 
 def _budget_json(view: Any) -> dict[str, Any]:

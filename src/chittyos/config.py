@@ -22,6 +22,26 @@ class SettingsError(ConfigurationError):
     """An environment variable has a value that breaks its rule."""
 
 
+_NOT_EMPTY = (
+    "openai_api_key",
+    "openai_base_url",
+    "chitty_default_model",
+    "chitty_data_dir",
+    "chitty_database_url",
+    "chitty_http_host",
+    "chitty_prices_file",
+    "chitty_pricing_base_url",
+    "pgp_key_id",
+    "pgp_private_key",
+    "pgp_private_key_file",
+    "chitty_encryption_key",
+    "chitty_log_origin",
+)
+"""Settings for which an empty value cannot mean anything (a path, key, URL or name): refused
+with "must not be empty (unset it to use the default)". Empty lists (CHITTY_API_TOKENS=) stay
+allowed: they mean none."""
+
+
 class Settings(BaseSettings):
     """Process settings. Field names are the environment variable names, lower-cased."""
 
@@ -132,20 +152,16 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator(
-        "openai_base_url",
-        "chitty_database_url",
-        "chitty_pricing_base_url",
-        "chitty_prices_file",
-        "pgp_key_id",
-        "pgp_private_key",
-        "pgp_private_key_file",
-        "chitty_encryption_key",
-        mode="before",
-    )
+    @field_validator(*_NOT_EMPTY, mode="before")
     @classmethod
-    def _blank_is_unset(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _not_empty(cls, value: object) -> object:
+        # An empty value is a mistake, not "unset": CHITTY_DATA_DIR= would put the keys in the
+        # current directory, CHITTY_ENCRYPTION_KEY= would create a new key file.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty (unset it to use the default)")
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (unset it to use the default)")
+        return value
 
     @field_validator("openai_base_url", "chitty_pricing_base_url")
     @classmethod

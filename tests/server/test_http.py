@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
+import uvicorn
 from sqlalchemy import text
 
 from chittyos import __version__
-from chittyos.app import App
-from chittyos.errors import ConfigurationError
+from chittyos.app import App, open_app
+from chittyos.chain import Fact
+from chittyos.errors import ChittyError, ConfigurationError
 from chittyos.server.http import create_http_app
 from tests.openai_server import OpenAIServer
-from tests.server.conftest import API_TOKEN, running_http
+from tests.server.conftest import API_TOKEN, free_port, running_http
 
 pytestmark = pytest.mark.anyio
 
@@ -110,3 +118,150 @@ def test_without_tokens_only_loopback_may_be_bound(make_settings: Any) -> None:
         create_http_app(settings, host="0.0.0.0")
     create_http_app(settings, host="127.0.0.1")
     create_http_app(make_settings(chitty_api_tokens=API_TOKEN), host="0.0.0.0")
+
+
+# -- one database, one log key --------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serving(opened: App) -> AsyncIterator[str]:
+    """Serve an already-open App over HTTP on a free loopback port (as `serve --http` does)."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_http_app(opened.settings, host="127.0.0.1", app=opened),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.serve)
+        with anyio.fail_after(10):
+            while not server.started:
+                await anyio.sleep(0.01)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+
+
+@pytest.fixture
+def other_data_dir() -> Iterator[Path]:
+    """A second server's data directory (its own log key, OpenPGP key and encryption key)."""
+    path = Path(tempfile.mkdtemp(prefix="cd", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def fact(n: int) -> Fact:
+    return Fact(subject=f"doc:{n}", predicate="says", object=f"v{n}", source="test", timestamp=1_700_000_000_000 + n)
+
+
+async def test_a_second_log_key_on_a_signed_log_stops_start_up(make_settings: Any, other_data_dir: Path) -> None:
+    async with open_app(make_settings()) as first:
+        await first.chain.log.append_now([fact(1)])
+        signed = await first.chain.log.checkpoint()
+    with pytest.raises(ConfigurationError) as caught:
+        async with open_app(make_settings(chitty_data_dir=other_data_dir), background=True):
+            pass
+    message = str(caught.value)
+    key = first.chain.log.verifier
+    assert f"this database's log is signed by {key.name}+{key.key_id:08x} " in message
+    assert f"(checkpoint at size {signed.tree_size})" in message and str(other_data_dir / "chain" / "log.key") in message
+    assert "servers sharing a database must share the data directory's chain/log.key" in message
+    assert "\n" not in message
+    assert sorted(p.name for p in other_data_dir.iterdir()) == ["chain"]  # no OpenPGP or encryption key made
+
+
+async def test_a_log_of_another_origin_stops_start_up(make_settings: Any, other_data_dir: Path) -> None:
+    async with open_app(make_settings()) as first:
+        await first.chain.log.append_now([fact(1)])  # no checkpoint yet: the head names the origin
+    with pytest.raises(ConfigurationError, match=r"CHITTY_LOG_ORIGIN: this database's log has origin 'chittyos.local/chain'"):
+        async with open_app(make_settings(chitty_data_dir=other_data_dir, chitty_log_origin="other.example/chain")):
+            pass
+
+
+async def test_health_is_degraded_while_the_checkpointer_fails(make_settings: Any, other_data_dir: Path) -> None:
+    """Two servers with their own data directories started on an empty log (nothing to refuse at
+    start-up): once the first has signed, every checkpoint of the second fails, and its /health
+    says so instead of "ok"."""
+    # Appends, not the clock, make the checkpointers sign: neither signs the empty log first.
+    quick = {"chitty_checkpoint_every": 1, "chitty_checkpoint_interval_s": 3600}
+    async with (
+        open_app(make_settings(**quick), background=True) as first,
+        open_app(make_settings(chitty_data_dir=other_data_dir, **quick), background=True) as second,
+        serving(second) as base,
+        httpx2.AsyncClient() as http,
+    ):
+        assert (await http.get(f"{base}/health")).json()["chain"] == {
+            "origin": "chittyos.local/chain",
+            "checkpoint": {"ok": True},
+        }
+        await first.chain.log.append_now([fact(1)])
+        await first.chain.log.checkpoint()
+        # Two appends: the first one's attempt may run before its commit and see nothing to sign
+        # (ChainLog sets "due" inside the append); the second one's sees the log beyond size 1.
+        await second.chain.log.append_now([fact(2)])
+        await second.chain.log.append_now([fact(3)])
+        with anyio.fail_after(10):
+            while (response := await http.get(f"{base}/health")).status_code == 200:
+                await anyio.sleep(0.05)
+        assert response.status_code == 503
+        report = response.json()
+        assert report["status"] == "degraded" and report["database"]["reachable"] is True
+        assert report["chain"]["checkpoint"]["ok"] is False
+        assert report["chain"]["checkpoint"]["error"] == "IntegrityError"
+        assert report["chain"]["checkpoint"]["failed_at"]
+        assert (await first.health())["status"] == "ok"
+
+
+async def test_health_recovers_once_a_checkpoint_is_signed_again(make_settings: Any) -> None:
+    async with open_app(make_settings()) as app:
+        await app.chain.log.append_now([fact(1)])
+        signed = await app.chain.log.checkpoint()
+        async with app.engine.begin() as conn:  # the stored checkpoint no longer verifies
+            await conn.execute(
+                text("UPDATE chitty_chain_checkpoints SET note = :note WHERE tree_size = :size"),
+                {"note": signed.note.replace("\n1\n", "\n2\n", 1), "size": signed.tree_size},
+            )
+        await app.chain.log.append_now([fact(2)])
+        with pytest.raises(ChittyError):
+            await app.chain.log.checkpoint()
+        report = await app.health()
+        assert report["status"] == "degraded" and report["chain"]["checkpoint"]["ok"] is False
+        async with app.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE chitty_chain_checkpoints SET note = :note WHERE tree_size = :size"),
+                {"note": signed.note, "size": signed.tree_size},
+            )
+        assert (await app.chain.log.checkpoint()).tree_size == 2
+        report = await app.health()
+        assert report["status"] == "ok" and report["chain"]["checkpoint"] == {"ok": True}
+
+
+async def test_a_database_error_while_checkpointing_does_not_stop_the_server(make_settings: Any) -> None:
+    """The checkpointer let anything but a ChittyError through, and the server's task group then
+    stopped the whole server. It keeps serving, /health says degraded, and it signs again once
+    the database is back."""
+    settings = make_settings(chitty_checkpoint_every=1, chitty_checkpoint_interval_s=3600)
+    async with open_app(settings, background=True) as app:
+        async with app.engine.begin() as conn:  # the checkpoint table is gone for a while
+            await conn.execute(text("ALTER TABLE chitty_chain_checkpoints RENAME TO chitty_chain_checkpoints_away"))
+        try:
+            await app.chain.log.append_now([fact(1)])
+            with anyio.fail_after(10):
+                while (report := await app.health())["chain"]["checkpoint"]["ok"]:
+                    await anyio.sleep(0.02)
+            assert report["status"] == "degraded"
+            assert report["chain"]["checkpoint"]["error"] in ("ProgrammingError", "OperationalError")
+        finally:
+            async with app.engine.begin() as conn:
+                await conn.execute(text("ALTER TABLE chitty_chain_checkpoints_away RENAME TO chitty_chain_checkpoints"))
+        assert (await app.chain.log.latest_checkpoint()) is None  # still serving: nothing signed yet
+        await app.chain.log.append_now([fact(2)])  # due again: the restarted checkpointer signs
+        with anyio.fail_after(10):
+            while (await app.health())["status"] != "ok":
+                await anyio.sleep(0.02)
+        signed = await app.chain.log.latest_checkpoint()
+        assert signed is not None and signed.tree_size >= 1

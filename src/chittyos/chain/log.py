@@ -46,6 +46,7 @@ import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -98,7 +99,15 @@ from chittyos.errors import (
     ProofRejected,
 )
 
-__all__ = ["NOT_APPLICABLE", "ChainLog", "FactCheck", "NotApplicable", "Progress", "SignatureCheck"]
+__all__ = [
+    "NOT_APPLICABLE",
+    "ChainLog",
+    "CheckpointFailure",
+    "FactCheck",
+    "NotApplicable",
+    "Progress",
+    "SignatureCheck",
+]
 
 log = structlog.get_logger("chittyos.chain")
 
@@ -110,6 +119,15 @@ _TAIL_PAGE = 8192
 """Leaves per read transaction when a checkpoint checks the tree added since the last one."""
 _TURN_MAX_FACTS = 16
 """Appends of more facts than this do not wait for their turn (see ``ChainLog._take_turn``)."""
+
+@dataclass(frozen=True)
+class CheckpointFailure:
+    """How the log's last checkpoint attempt failed: when, and the error's type (the message is
+    in the server log: ``chain checkpoint refused`` / ``chain checkpoint failed``)."""
+
+    at: datetime
+    error: str
+
 
 FactCheck = Callable[[FactRecord], Awaitable["str | NotApplicable | None"]]
 """An extra per-fact check for ``verify``: None when it holds, ``NOT_APPLICABLE`` when it has
@@ -149,6 +167,8 @@ class ChainLog:
         self._turn = anyio.Lock()  # see _take_turn
         self._turn_wait_s = _TURN_WAIT_S
         self._inflight = 0  # appends of this log under way in this process
+        self.checkpoint_failure: CheckpointFailure | None = None
+        """Set when the last checkpoint attempt (background or asked for) failed, until one succeeds."""
 
     @property
     def origin(self) -> str:
@@ -296,7 +316,18 @@ class ChainLog:
     # -- checkpoints --------------------------------------------------------------------------
 
     async def checkpoint(self) -> SignedCheckpoint:
-        """The signed checkpoint of the committed tree, signing one if the log grew since the last.
+        """The signed checkpoint of the committed tree, signing one if the log grew since the last
+        (``_checkpoint``); ``checkpoint_failure`` records whether this attempt failed."""
+        try:
+            signed = await self._checkpoint()
+        except Exception as exc:
+            self.checkpoint_failure = CheckpointFailure(at=utcnow(), error=type(exc).__name__)
+            raise
+        self.checkpoint_failure = None
+        return signed
+
+    async def _checkpoint(self) -> SignedCheckpoint:
+        """See ``checkpoint``.
 
         Steps: 1. read the head (size n, peaks) and the last signed checkpoint (size m); 2. check
         the tree added since m against the stored data (``_check_tail``: the head's peaks are the
@@ -428,7 +459,8 @@ class ChainLog:
         when the log grew, sooner once ``checkpoint_every`` leaves were appended here.
 
         A checkpoint that cannot be signed is logged as an error each time (the log stays
-        unsigned beyond its last checkpoint, and every proof asked for fails loudly).
+        unsigned beyond its last checkpoint, every proof asked for fails loudly, and
+        ``checkpoint_failure`` says so until an attempt succeeds); the loop goes on.
         """
         task_status.started()
         while True:
@@ -439,6 +471,9 @@ class ChainLog:
                 await self.checkpoint()  # its transaction is shielded from cancellation
             except ChittyError as exc:
                 log.error("chain checkpoint refused", error=str(exc))
+            except Exception as exc:  # a dropped connection or a timeout must not stop the server
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                log.error("chain checkpoint failed", error=f"{type(exc).__name__}: {first}")
 
     def open_checkpoint(self, row: Any) -> Checkpoint:
         """Open a stored checkpoint row ``(tree_size, root_hash, note, ...)`` with the log key and
