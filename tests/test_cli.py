@@ -15,6 +15,7 @@ import pytest
 
 from chittyos import __version__
 from chittyos.app import open_app
+from chittyos.chain import Fact
 from chittyos.config import Settings
 from tests.conftest import create_database, drop_database
 from tests.openai_server import OpenAIServer, server_error
@@ -179,6 +180,18 @@ async def test_chain_verify_checks_the_signature_of_every_signed_fact_unless_tol
     assert checked.returncode == 0 and skipped.returncode == 0, checked.stdout + checked.stderr
     assert ", 3 signatures checked in" in checked.stdout and checked.stdout.strip().endswith("OK")
     assert "signatures" not in skipped.stdout and skipped.stdout.strip().endswith("OK")
+
+    # A fact that names no execution and carries no signature can only be a forged assertion.
+    async with open_app(settings) as app:
+        unsigned = Fact(
+            subject="contract:9", predicate="signed_by", object="mallory", source="cli-test", timestamp=1
+        )
+        (placed,) = await app.chain.log.append_now([unsigned])
+    forged = chittyos("chain", "verify", "--quiet", env=env)
+    assert forged.returncode == 1, forged.stdout + forged.stderr
+    assert f"MISMATCH fact.signature [index {placed.leaf_index}, fact {unsigned.fact_id}]" in forged.stdout
+    assert "unsigned assertion" in forged.stdout
+    assert chittyos("chain", "verify", "--quiet", "--no-signatures", env=env).returncode == 0
 
 
 # -- empty variables ------------------------------------------------------------------------------

@@ -96,3 +96,10 @@ def test_an_empty_list_still_means_none(monkeypatch: pytest.MonkeyPatch, tmp_pat
     settings = load_settings()
     assert settings.chitty_api_tokens == () and settings.chitty_allowed_hosts == ()
     assert settings.chitty_data_dir == tmp_path
+
+
+@pytest.mark.parametrize("tokens", [",", "a" * 20 + ",", "a" * 20 + ",," + "b" * 20])
+def test_a_token_list_with_an_empty_item_is_refused_not_read_as_no_tokens(tokens: str) -> None:
+    with pytest.raises(SettingsError, match="CHITTY_API_TOKENS: an item between commas is empty") as caught:
+        load_settings(chitty_api_tokens=tokens)
+    assert "a" * 20 not in str(caught.value)

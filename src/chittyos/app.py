@@ -53,7 +53,7 @@ from chittyos.db import (
     is_sqlite,
     make_session_factory,
 )
-from chittyos.errors import ConfigurationError, ProofRejected
+from chittyos.errors import ChittyError, ConfigurationError, ProofRejected
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
 from chittyos.db.models import Base, SecureExecution
 from chittyos.execution import SEALED_COLUMNS as EXECUTION_SEALED_COLUMNS
@@ -201,6 +201,8 @@ async def open_app(
                 key_file=sealing.key_source,
             )
         app = _wire(settings, engine, openai, signer, sealing.sealer, log_key)
+        if create:
+            await _claim_empty_log(app, engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
         if serving:
             await app.executions.fail_abandoned(older_than_s=settings.chitty_execution_stale_s)
             log.info(
@@ -312,6 +314,25 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
         "(or the same PGP_PRIVATE_KEY and CHITTY_ENCRYPTION_KEY): copy them from the first server's "
         "data directory, or set CHITTY_DATA_DIR to it"
     )
+
+
+async def _claim_empty_log(app: App, engine: AsyncEngine, log_key: NoteSigner, key_file: Path) -> None:
+    """Sign a checkpoint of an empty log that has none yet, so the database is bound to this log
+    key from the start: a second server with another data directory is then refused by
+    ``check_log_key`` before either appends, not after. When two start at once the checkpoint
+    lock lets one sign; the other's attempt fails or finds it, and ``check_log_key`` names it.
+    A log that already has leaves but no checkpoint (left so by an older version) is not claimed:
+    its facts may be another server's."""
+    async with app.uow.read() as session:
+        head = await chain_store.head(session)
+        signed = await chain_store.latest_checkpoints(session, 1)
+    if signed or (head is not None and head[0] > 0):
+        return
+    try:
+        await app.chain.log.checkpoint()
+    except ChittyError:
+        pass  # another server's checkpoint came first: check_log_key says whose
+    await check_log_key(engine, log_key, key_file)
 
 
 def _note_signers(note: str) -> list[str]:

@@ -17,7 +17,7 @@ import typer
 
 from chittyos import __version__
 from chittyos.config import Settings, load_settings
-from chittyos.errors import ChittyError, ConfigurationError
+from chittyos.errors import ChittyError, ConfigurationError, InvalidInput
 from chittyos.logs import configure_logging
 
 app = typer.Typer(
@@ -293,11 +293,24 @@ def budget_set(
     settings = _settings()
 
     async def run(opened: Any) -> Any:
-        return await opened.budgets.set(
-            user_id=user, limit_usd=limit, window=window, model=model, soft_limit_ratio=soft
-        )
+        try:
+            return await opened.budgets.set(
+                user_id=user, limit_usd=limit, window=window, model=model, soft_limit_ratio=soft
+            )
+        except InvalidInput as exc:  # name the flag the user typed, not the service's argument
+            flag = _BUDGET_FLAGS.get(exc.field)
+            raise exc if flag is None else InvalidInput(flag, exc.rule, exc.got) from None
 
     typer.echo(json.dumps(_budget_json(_with_app(settings, run)), indent=2))
+
+
+_BUDGET_FLAGS = {
+    "user_id": "--user",
+    "limit_usd": "--limit",
+    "window": "--window",
+    "model": "--model",
+    "soft_limit_ratio": "--soft",
+}
 
 
 @budget_app.command("show")

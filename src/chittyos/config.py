@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.strip() and any(not part.strip() for part in value.split(",")):
+                # "," or "a,,b": a token went missing (a failed $(...)?); not "no tokens".
+                raise ValueError("an item between commas is empty; give tokens of 16+ characters")
             tokens = tuple(t.strip() for t in value.split(",") if t.strip())
             for token in tokens:
                 if len(token) < 16:

@@ -447,7 +447,7 @@ async def test_peaks_of_the_right_length_but_wrong_values_are_refused_and_never_
     await append_all(chain, uow, facts[signed_at or 0 : size], batch=1)
     await sql(engine, "UPDATE chitty_chain_head SET peaks = :p", p=bytes(128))
 
-    with pytest.raises(IntegrityError, match=r"refusing to append \(the head row was changed: run `chittyos"):
+    with pytest.raises(IntegrityError, match=r"refusing to append \(the head row or that stored node was changed: run `chittyos"):
         await append_all(chain, uow, facts[size:], batch=8)
     with pytest.raises(IntegrityError) as refused:
         await chain.checkpoint()

@@ -294,7 +294,8 @@ def test_the_budget_cli_sets_and_shows_budgets(
     bad = runner.invoke(
         cli, ["budget", "set", "--user", "tess", "--limit", "-1", "--window", "month"], env=settings_for_cli
     )
-    assert bad.exit_code == 2 and "limit_usd" in bad.output
+    assert bad.exit_code == 2 and "--limit: " in bad.output and "limit_usd" not in bad.output
+    assert '"soft_limit_ratio": "0.8"' in show.output  # the ratio as given, not NUMERIC's 0.8000000000
 
     removed = runner.invoke(
         cli, ["budget", "remove", "--user", "tess", "--model", "gpt-4o"], env=settings_for_cli

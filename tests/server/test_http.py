@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from chittyos import __version__
 from chittyos.app import App, open_app
-from chittyos.chain import Fact
+from chittyos.chain import Fact, SignedCheckpoint
 from chittyos.errors import ChittyError, ConfigurationError
 from chittyos.server.http import create_http_app
 from tests.openai_server import OpenAIServer
@@ -182,28 +182,51 @@ async def test_a_log_of_another_origin_stops_start_up(make_settings: Any, other_
             pass
 
 
-async def test_health_is_degraded_while_the_checkpointer_fails(make_settings: Any, other_data_dir: Path) -> None:
-    """Two servers with their own data directories started on an empty log (nothing to refuse at
-    start-up): once the first has signed, every checkpoint of the second fails, and its /health
-    says so instead of "ok"."""
-    # Appends, not the clock, make the checkpointers sign: neither signs the empty log first.
+async def sign_one_fact_then_break_its_checkpoint(app: App) -> SignedCheckpoint:
+    """Append fact 1, sign a checkpoint at size 1, then change its note: no later one can be
+    signed. Returns the checkpoint as signed (to put back)."""
+    await app.chain.log.append_now([fact(1)])
+    signed = await app.chain.log.checkpoint()
+    async with app.engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE chitty_chain_checkpoints SET note = :note WHERE tree_size = :size"),
+            {"note": signed.note.replace("\n1\n", "\n2\n", 1), "size": signed.tree_size},
+        )
+    return signed
+
+
+async def test_a_second_log_key_is_refused_even_before_the_first_append(
+    make_settings: Any, other_data_dir: Path
+) -> None:
+    # The first server to start claims the empty log (a size-0 checkpoint), so a second one with
+    # its own data directory is refused at start instead of appending and failing every checkpoint.
+    async with open_app(make_settings()) as first:
+        assert (await first.chain.log.latest_checkpoint()).tree_size == 0  # type: ignore[union-attr]
+        with pytest.raises(ConfigurationError, match="checkpoint at size 0"):
+            async with open_app(make_settings(chitty_data_dir=other_data_dir)):
+                pass
+        await first.chain.log.append_now([fact(1)])
+        assert (await first.health())["status"] == "ok"
+
+
+async def test_health_is_degraded_while_the_checkpointer_fails(make_settings: Any) -> None:
+    """The background checkpointer cannot sign on top of a checkpoint that no longer verifies:
+    /health says so instead of "ok"."""
     quick = {"chitty_checkpoint_every": 1, "chitty_checkpoint_interval_s": 3600}
     async with (
-        open_app(make_settings(**quick), background=True) as first,
-        open_app(make_settings(chitty_data_dir=other_data_dir, **quick), background=True) as second,
-        serving(second) as base,
+        open_app(make_settings(**quick), background=True) as app,
+        serving(app) as base,
         httpx2.AsyncClient() as http,
     ):
         assert (await http.get(f"{base}/health")).json()["chain"] == {
             "origin": "chittyos.local/chain",
             "checkpoint": {"ok": True},
         }
-        await first.chain.log.append_now([fact(1)])
-        await first.chain.log.checkpoint()
+        await sign_one_fact_then_break_its_checkpoint(app)
         # Two appends: the first one's attempt may run before its commit and see nothing to sign
         # (ChainLog sets "due" inside the append); the second one's sees the log beyond size 1.
-        await second.chain.log.append_now([fact(2)])
-        await second.chain.log.append_now([fact(3)])
+        await app.chain.log.append_now([fact(2)])
+        await app.chain.log.append_now([fact(3)])
         with anyio.fail_after(10):
             while (response := await http.get(f"{base}/health")).status_code == 200:
                 await anyio.sleep(0.05)
@@ -213,18 +236,11 @@ async def test_health_is_degraded_while_the_checkpointer_fails(make_settings: An
         assert report["chain"]["checkpoint"]["ok"] is False
         assert report["chain"]["checkpoint"]["error"] == "IntegrityError"
         assert report["chain"]["checkpoint"]["failed_at"]
-        assert (await first.health())["status"] == "ok"
 
 
 async def test_health_recovers_once_a_checkpoint_is_signed_again(make_settings: Any) -> None:
     async with open_app(make_settings()) as app:
-        await app.chain.log.append_now([fact(1)])
-        signed = await app.chain.log.checkpoint()
-        async with app.engine.begin() as conn:  # the stored checkpoint no longer verifies
-            await conn.execute(
-                text("UPDATE chitty_chain_checkpoints SET note = :note WHERE tree_size = :size"),
-                {"note": signed.note.replace("\n1\n", "\n2\n", 1), "size": signed.tree_size},
-            )
+        signed = await sign_one_fact_then_break_its_checkpoint(app)
         await app.chain.log.append_now([fact(2)])
         with pytest.raises(ChittyError):
             await app.chain.log.checkpoint()
@@ -258,7 +274,8 @@ async def test_a_database_error_while_checkpointing_does_not_stop_the_server(mak
         finally:
             async with app.engine.begin() as conn:
                 await conn.execute(text("ALTER TABLE chitty_chain_checkpoints_away RENAME TO chitty_chain_checkpoints"))
-        assert (await app.chain.log.latest_checkpoint()) is None  # still serving: nothing signed yet
+        # still serving: nothing signed beyond the size-0 checkpoint that claimed the log at start
+        assert (await app.chain.log.latest_checkpoint()).tree_size == 0  # type: ignore[union-attr]
         await app.chain.log.append_now([fact(2)])  # due again: the restarted checkpointer signs
         with anyio.fail_after(10):
             while (await app.health())["status"] != "ok":

@@ -35,6 +35,21 @@ async def test_tools_are_listed_with_schemas(connect: Connect) -> None:
     assert "chitty_execution_status" in tools
 
 
+async def test_every_argument_of_every_tool_is_described_in_its_schema(connect: Connect) -> None:
+    # A client's model picks arguments from tools/list alone.
+    async with connect() as client:
+        tools = (await client.list_tools()).tools
+    undescribed = [
+        f"{tool.name}.{name}"
+        for tool in tools
+        for name, schema in tool.input_schema["properties"].items()
+        if not schema.get("description")
+    ]
+    assert len(tools) >= 12 and undescribed == []
+    assertion = next(t for t in tools if t.name == "fortress_log_assertion").input_schema["properties"]
+    assert (assertion["subject"]["maxLength"], assertion["object"]["maxLength"]) == (1024, 4096)
+
+
 async def test_standard_execution_runs_and_its_status_reads_back(
     connect: Connect, openai_server: OpenAIServer
 ) -> None:
@@ -106,7 +121,7 @@ async def test_arguments_of_the_wrong_type_are_named_without_pydantic_internals(
     assert wrong.is_error is True and missing.is_error is True
     text = wrong.content[0].text
     assert text.startswith("invalid arguments for chitty_chain_query: limit: ")
-    assert "(got 'many')" in text
+    assert '(got "many")' in text
     assert "pydantic" not in text and "http" not in text and "Arguments" not in text
     assert missing.content[0].text == (
         "invalid arguments for chitty_chat_session_create: session_name: is required"
@@ -132,9 +147,9 @@ async def test_unknown_arguments_and_json_types_the_schema_does_not_allow_are_re
     )
     assert "max_tokens" in misspelt.content[0].text
     assert boolean.content[0].text.startswith("invalid arguments for chatgpt_complete: max_tokens: ")
-    assert "(got True)" in boolean.content[0].text
+    assert "(got true)" in boolean.content[0].text
     assert text_number.content[0].text.startswith("invalid arguments for chitty_chain_query: limit: ")
-    assert "(got '5')" in text_number.content[0].text
+    assert '(got "5")' in text_number.content[0].text
     assert "limit: " in several.content[0].text and "status: " in several.content[0].text
     assert openai_server.chat_requests() == []
 

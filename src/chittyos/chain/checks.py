@@ -15,7 +15,7 @@ from typing import Any
 
 from chittyos.chain.facts import canonical_leaf
 from chittyos.chain.log import NOT_APPLICABLE, FactCheck, NotApplicable, SignatureCheck
-from chittyos.chain.records import FactRecord
+from chittyos.chain.records import UNSIGNED_ASSERTION, FactRecord
 from chittyos.db.models import SecureExecution
 from chittyos.db.uow import UnitOfWork
 from chittyos.errors import ChittyError
@@ -23,7 +23,6 @@ from chittyos.signing import OpenPGPSigner, Sealer
 
 __all__ = ["UNSIGNED_ASSERTION", "cross_reference_check", "signature_check", "stored_signature_check"]
 
-UNSIGNED_ASSERTION = "unsigned assertion: fortress_log_assertion always signs"
 
 
 def stored_signature_check(signer: OpenPGPSigner) -> SignatureCheck:

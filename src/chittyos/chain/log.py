@@ -288,7 +288,7 @@ class ChainLog:
                 return IntegrityError(
                     f"chain: the head's peak for node (level {level}, index {index}) of the tree of size {size} "
                     f"is {peak.hex()}, the stored node is {have.hex() if have else 'missing'}; refusing to append "
-                    "(the head row was changed: run `chittyos chain verify`)"
+                    "(the head row or that stored node was changed: run `chittyos chain verify`)"
                 )
         return IntegrityError(
             f"chain: the head's peaks of the tree of size {size} changed while appending; refusing to append "
@@ -322,6 +322,12 @@ class ChainLog:
             signed = await self._checkpoint()
         except Exception as exc:
             self.checkpoint_failure = CheckpointFailure(at=utcnow(), error=type(exc).__name__)
+            # Logged here, whoever asked (the checkpointer, a proof, a verify): /health points here.
+            if isinstance(exc, ChittyError):
+                log.error("chain checkpoint refused", error=str(exc))
+            else:
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                log.error("chain checkpoint failed", error=f"{type(exc).__name__}: {first}")
             raise
         self.checkpoint_failure = None
         return signed
@@ -469,11 +475,8 @@ class ChainLog:
             self._due = anyio.Event()
             try:
                 await self.checkpoint()  # its transaction is shielded from cancellation
-            except ChittyError as exc:
-                log.error("chain checkpoint refused", error=str(exc))
-            except Exception as exc:  # a dropped connection or a timeout must not stop the server
-                first = (str(exc).strip().splitlines() or [""])[0][:300]
-                log.error("chain checkpoint failed", error=f"{type(exc).__name__}: {first}")
+            except Exception:  # logged by checkpoint(); a dropped connection must not stop the server
+                pass
 
     def open_checkpoint(self, row: Any) -> Checkpoint:
         """Open a stored checkpoint row ``(tree_size, root_hash, note, ...)`` with the log key and

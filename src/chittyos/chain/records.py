@@ -15,6 +15,7 @@ from chittyos.chain.facts import Fact, canonical_leaf
 
 __all__ = [
     "NOT_APPLICABLE",
+    "UNSIGNED_ASSERTION",
     "AppendedFact",
     "ConsistencyProof",
     "FactPage",
@@ -27,6 +28,9 @@ __all__ = [
     "SignedCheckpoint",
     "VerifyReport",
 ]
+
+UNSIGNED_ASSERTION = "unsigned assertion: fortress_log_assertion always signs"
+"""Why a fact that names no execution or evidence and carries no signature fails its check."""
 
 
 class NotApplicable:

@@ -34,7 +34,14 @@ from chittyos.chain.merkle import (
 )
 from chittyos.chain.note import Checkpoint, open_checkpoint
 from chittyos.chain.recompute import Findings, Tree, leaf_digests
-from chittyos.chain.records import NOT_APPLICABLE, FactVerification, Finding, LogReport, VerifyReport
+from chittyos.chain.records import (
+    NOT_APPLICABLE,
+    UNSIGNED_ASSERTION,
+    FactVerification,
+    Finding,
+    LogReport,
+    VerifyReport,
+)
 from chittyos.chain.scan import Page
 from chittyos.errors import ChittyError, InvalidInput, ProofRejected
 
@@ -301,12 +308,18 @@ async def verify_log(
                 page = await streams[n % _READERS][1].receive()  # in index order; the next ones are read
                 tree.start_page()
                 signed: list[tuple[int, str, dict[str, Any]]] = []
+                unsigned: list[tuple[int, str]] = []
                 if page.clean and await _page_at_once(tree, page):
                     leaves += page.end - page.begin
                     if signatures is not None:
                         signed = _signed_leaves(page)
+                        unsigned = _unsigned_assertions(page)
                 else:
-                    leaves += await _page_by_rows(chain, tree, page, signed)
+                    leaves += await _page_by_rows(chain, tree, page, signed, unsigned)
+                if signatures is not None:
+                    for index, fact_id in unsigned:
+                        message = f"fact {fact_id} at index {index}: {UNSIGNED_ASSERTION}"
+                        out.add(Finding("fact.signature", message, fact_id=fact_id, leaf_index=index))
                 nodes_checked += await _compare_nodes(chain, page, tree.computed, out)
                 if signatures is not None and signed:
                     signatures_checked += await _check_signatures(signatures, signed, out)
@@ -418,10 +431,15 @@ async def _page_at_once(tree: Tree, page: Page) -> bool:
 
 
 async def _page_by_rows(
-    chain: ChainLog, tree: Tree, page: Page, signed: list[tuple[int, str, dict[str, Any]]]
+    chain: ChainLog,
+    tree: Tree,
+    page: Page,
+    signed: list[tuple[int, str, dict[str, Any]]],
+    unsigned: list[tuple[int, str]],
 ) -> int:
     """Recompute a page leaf by leaf from its rows, reporting each finding; the rows that carry a
-    signature go to ``signed`` as ``(index, fact id, fields)``. Returns the rows read."""
+    signature go to ``signed`` as ``(index, fact id, fields)``, assertions without one (neither
+    execution nor evidence named) to ``unsigned`` as ``(index, fact id)``. Returns the rows read."""
     async with chain.reading() as session:
         rows = await scan.read_rows(session, page.begin, page.end)
     level0: dict[int, bytes | None] | None = None
@@ -453,6 +471,8 @@ async def _page_by_rows(
             _row_leaf(tree, row)
             if row[7] is not None:  # ROW_COLUMNS: the signature
                 signed.append((row[1], row[0], dict(zip(SORTED_FIELDS, row[3:], strict=True))))
+            elif row[3] is None and row[4] is None:  # no evidence_id, no execution_id
+                unsigned.append((row[1], row[0]))
         await anyio.lowlevel.checkpoint()
     if tree.size < page.end:
         await gap(page.end)
@@ -486,6 +506,20 @@ def _signed_leaves(page: Page) -> list[tuple[int, str, dict[str, Any]]]:
         out.append((index, hashlib.sha256(leaf).hexdigest(), values))
         at = blob.find(_SIGNATURE_KEY, end)
     return out
+
+
+def _unsigned_assertions(page: Page) -> list[tuple[int, str]]:
+    """``(index, fact id)`` of the page's facts that name no execution or evidence and carry no
+    signature: assertions, which the server always signs. A page of execution facts only costs
+    one count; member names are found as ``_SIGNATURE_KEY`` is."""
+    blob = page.leaves
+    if blob.count(b'"execution_id":') == page.end - page.begin:
+        return []
+    return [
+        (page.begin + k, hashlib.sha256(leaf).hexdigest())
+        for k, leaf in enumerate(blob.split(b"\n"))
+        if b'"signature":' not in leaf and b'"execution_id":' not in leaf and b'"evidence_id":' not in leaf
+    ]
 
 
 async def _check_signatures(

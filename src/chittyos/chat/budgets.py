@@ -383,7 +383,7 @@ class BudgetService:
                     model=b.model or None,
                     limit_usd=b.limit_usd,
                     window=b.window_kind,  # type: ignore[arg-type]
-                    soft_limit_ratio=b.soft_limit_ratio,
+                    soft_limit_ratio=b.soft_limit_ratio.normalize(),  # "0.8", not the column's "0.8000000000"
                     spent_usd=spent,
                     reserved_usd=held,
                     remaining_usd=max(_ZERO, b.limit_usd - spent - held),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError
@@ -13,6 +13,7 @@ from pydantic import Field, WithJsonSchema
 
 from chittyos.app import App
 from chittyos.chain import FactRecord
+from chittyos.chain.facts import MAX_LENGTHS
 from chittyos.chain.service import MAX_TIME_MS, VerifiedFacts
 from chittyos.server.errors import tool_errors
 
@@ -20,9 +21,46 @@ EpochMs = Annotated[
     int | None,
     Field(ge=0, le=MAX_TIME_MS),
     # One schema, not anyOf [integer, null]: a value out of range is then refused naming the bound.
-    WithJsonSchema({"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TIME_MS}),
+    WithJsonSchema(
+        {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "maximum": MAX_TIME_MS,
+            "description": "Epoch milliseconds (start inclusive, end exclusive).",
+        }
+    ),
 ]
 """Epoch milliseconds, 0 .. 2**63-1 (the database's BIGINT), or null."""
+
+# What a client (and the model choosing arguments) reads in each argument's JSON Schema.
+Subject = Annotated[
+    str, Field(max_length=MAX_LENGTHS["subject"], description="What the statement is about, e.g. contract:42.")
+]
+Predicate = Annotated[
+    str, Field(max_length=MAX_LENGTHS["predicate"], description="The relation, e.g. signed_by.")
+]
+Object = Annotated[str, Field(max_length=MAX_LENGTHS["object"], description="The value, e.g. acme-corp.")]
+Source = Annotated[str, Field(max_length=MAX_LENGTHS["source"], description="Who or what says so.")]
+
+
+def _exact(field: str) -> Any:
+    return Annotated[str | None, Field(description=f"Only facts whose {field} is exactly this.")]
+
+
+SubjectFilter = _exact("subject")
+PredicateFilter = _exact("predicate")
+ObjectFilter = _exact("object")
+SourceFilter = _exact("source")
+VerifiedOnly = Annotated[
+    bool, Field(description="Keep only facts whose OpenPGP signature verifies (checks each; slower).")
+]
+Limit = Annotated[int, Field(description="Page size, 1 .. CHITTY_PAGE_SIZE_MAX.")]
+Offset = Annotated[int, Field(description="Facts to skip, for paging.")]
+FactIds = Annotated[list[str], Field(description="Fact ids (64 hex digits each) to check.")]
+VerifySignatures = Annotated[bool, Field(description="Check each fact's OpenPGP signature.")]
+CrossReference = Annotated[
+    bool, Field(description="Compare each execution fact with its execution row (output and prompt by hash).")
+]
 
 CHECKPOINT_URI = "chittyos://chain/checkpoint"
 VKEY_URI = "chittyos://chain/vkey"
@@ -88,7 +126,7 @@ class FactQueryResult:
 def register(mcp: MCPServer[App], app: App) -> None:
     @mcp.tool(annotations=ToolAnnotations(title="Log an assertion to ChittyChain", read_only_hint=False))
     async def fortress_log_assertion(
-        subject: str, predicate: str, object: str, source: str, ctx: Context[App]
+        subject: Subject, predicate: Predicate, object: Object, source: Source, ctx: Context[App]
     ) -> AssertionLogged:
         """Append one signed statement (subject predicate object, from source) to the append-only log."""
         app = ctx.request_context.lifespan_context
@@ -105,15 +143,15 @@ def register(mcp: MCPServer[App], app: App) -> None:
     @mcp.tool(annotations=ToolAnnotations(title="Query ChittyChain facts", read_only_hint=True))
     async def chitty_chain_query(
         ctx: Context[App],
-        subject: str | None = None,
-        predicate: str | None = None,
-        object: str | None = None,
-        source: str | None = None,
+        subject: SubjectFilter = None,
+        predicate: PredicateFilter = None,
+        object: ObjectFilter = None,
+        source: SourceFilter = None,
         start_time: EpochMs = None,
         end_time: EpochMs = None,
-        verified_only: bool = False,
-        limit: int = 50,
-        offset: int = 0,
+        verified_only: VerifiedOnly = False,
+        limit: Limit = 50,
+        offset: Offset = 0,
     ) -> FactQueryResult:
         """Facts matching every given field exactly, in log order. start_time/end_time are epoch ms
         from 0 to 2**63-1 (inclusive/exclusive); verified_only keeps facts whose OpenPGP signature
@@ -136,7 +174,10 @@ def register(mcp: MCPServer[App], app: App) -> None:
 
     @mcp.tool(annotations=ToolAnnotations(title="Verify ChittyChain facts", read_only_hint=True))
     async def chitty_chain_verify(
-        fact_ids: list[str], ctx: Context[App], verify_signatures: bool = True, cross_reference: bool = True
+        fact_ids: FactIds,
+        ctx: Context[App],
+        verify_signatures: VerifySignatures = True,
+        cross_reference: CrossReference = True,
     ) -> VerifiedFacts:
         """Check each fact by cryptography: its leaf recomputed from the stored fields, its inclusion
         proof against the newest signed checkpoint (returned as C2SP tlog-proof text), its OpenPGP

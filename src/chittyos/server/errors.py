@@ -11,6 +11,7 @@ before the SDK's own pydantic check, which is lax: it ignores unknown names (a m
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -73,7 +74,7 @@ class ArgumentCheck:
                     missing = [n for n in error.validator_value if n not in error.instance]
                     problems += [str(InvalidInput(f"{at}.{n}" if at else n, "is required")) for n in missing]
                 else:
-                    problems.append(str(InvalidInput(at or "arguments", _rule(error), error.instance)))
+                    problems.append(str(InvalidInput(at or "arguments", _rule(error), _AsJson(error.instance))))
             problems = list(dict.fromkeys(problems))  # one "required" error per missing name
         if problems:
             raise ToolError(f"invalid arguments for {tool}: " + "; ".join(problems))
@@ -106,3 +107,13 @@ def _expected(error: Any) -> str:
     if error.validator == "enum":
         return f"one of {error.validator_value}"
     return f"of JSON type {' or '.join(_types(error.validator_value))}"
+
+
+class _AsJson:
+    """A value shown as the JSON the client sent (``true``, ``"5"``), not as Python (``True``)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return json.dumps(self.value, ensure_ascii=False, default=str)
