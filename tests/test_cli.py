@@ -386,3 +386,21 @@ def test_serve_http_on_sigterm_closes_the_app_before_exiting(settings: Settings,
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_of_two_processes_with_different_log_keys_opening_one_database_at_once_one_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Each claims the empty log (a size-0 checkpoint) or finds the other's claim: one goes on,
+    # the other stops with the line saying what replicas share. Separate processes, as servers are.
+    env = settings_env(settings)
+    other = env | {"CHITTY_DATA_DIR": str(tmp_path / "other")}
+    command = [sys.executable, "-m", "chittyos", "budget", "set", "--user", "u", "--limit", "1", "--window", "day"]
+    runs = [
+        subprocess.Popen(command, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for e in (env, other)
+    ]
+    done = [(run.wait(timeout=60), run.communicate()[1]) for run in runs]
+    assert sorted(code for code, _ in done) == [0, 2], done
+    refused = next(err for code, err in done if code == 2)
+    assert "servers sharing a database must share the data directory's chain/log.key" in refused

@@ -326,12 +326,13 @@ async def _claim_empty_log(app: App, engine: AsyncEngine, log_key: NoteSigner, k
     async with app.uow.read() as session:
         head = await chain_store.head(session)
         signed = await chain_store.latest_checkpoints(session, 1)
-    if signed or (head is not None and head[0] > 0):
-        return
-    try:
-        await app.chain.log.checkpoint()
-    except ChittyError:
-        pass  # another server's checkpoint came first: check_log_key says whose
+    if not signed and (head is None or head[0] == 0):
+        try:
+            await app.chain.log.checkpoint()
+        except ChittyError:
+            pass  # another server's checkpoint came first: check_log_key says whose
+    # Again in every case: a server starting at the same moment may have signed since the first
+    # check_log_key, and then this one must be the one refused.
     await check_log_key(engine, log_key, key_file)
 
 

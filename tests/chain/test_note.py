@@ -458,3 +458,7 @@ def test_format_tlog_proof_refuses_what_it_cannot_write() -> None:
     assert field_of(lambda: format_tlog_proof(0, [bytes(31)], CHECKPOINT)) == "inclusion_proof[0]"
     assert field_of(lambda: format_tlog_proof(0, [], "")) == "checkpoint"
     assert field_of(lambda: format_tlog_proof(0, [], "no newline")) == "checkpoint"
+
+
+def test_a_verifier_key_read_from_its_file_with_the_final_newline_parses() -> None:
+    assert NoteVerifier.from_vkey(EXAMPLE["vkey"] + "\n") == NoteVerifier.from_vkey(EXAMPLE["vkey"])

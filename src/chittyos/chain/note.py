@@ -116,8 +116,9 @@ class NoteVerifier:
 
     @classmethod
     def from_vkey(cls, vkey: str) -> NoteVerifier:
-        """Parse ``name+<8 hex key id>+base64(0x01 || public key)``; InvalidInput names the rule."""
-        parts = vkey.split("+", 2)
+        """Parse ``name+<8 hex key id>+base64(0x01 || public key)``; InvalidInput names the rule.
+        Surrounding whitespace (the newline ending ``log.vkey``) is ignored."""
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise InvalidInput("verifier key", "must be name+keyid+base64key", vkey)
         name, hex_id, key64 = parts

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from chittyos import __version__
 from chittyos.app import App
-from chittyos.errors import InvalidInput
+from chittyos.errors import InvalidInput, TierNotAvailable
 from chittyos.server import chain, chat, coordinator, fortress
 from chittyos.server.client_logging import handle_set_level
 from chittyos.server.errors import ArgumentCheck, argument_error
@@ -58,7 +58,7 @@ class ChittyServer(MCPServer[App]):
                 raise argument_error(name, cause) from cause
             # A service refused an argument (tool_errors: ToolError from InvalidInput): the same
             # prefix as a schema refusal, not the SDK's "Error executing tool".
-            if isinstance(cause, ToolError) and isinstance(cause.__cause__, InvalidInput):
+            if isinstance(cause, ToolError) and isinstance(cause.__cause__, InvalidInput | TierNotAvailable):
                 raise ToolError(f"invalid arguments for {name}: {cause.__cause__}") from cause.__cause__
             raise
         if isinstance(result, CallToolResult) and result.structured_content is not None:
