@@ -66,6 +66,7 @@ from chittyos.chain.merkle import (
     consistency_proof_nodes,
     inclusion_proof,
     inclusion_proof_nodes,
+    leaf_hash,
     node_hash,
     root_hash,
     root_nodes,
@@ -785,7 +786,6 @@ def _check_tail_page(
     """``ChainLog._check_tail`` for leaves ``[begin, end)``: ``rows`` are their facts
     (``scan.ROW_COLUMNS``), ``levels`` ``scan.completed_ranges(begin, end)``, ``nodes`` the stored
     nodes of those levels (with the left children below them; None: not a 32-byte hash)."""
-    sha256 = hashlib.sha256
     index = begin
     for row in rows:
         if row[1] != index:
@@ -794,10 +794,10 @@ def _check_tail_page(
             leaf = canonical_leaf_sorted(row[3:])
         except TypeError as exc:
             raise _refuse(size, f"fact {row[0]} at index {index}: a stored field has the wrong type ({exc})") from None
-        leaf_hash = sha256(b"\x00" + leaf).digest()
-        if sha256(leaf).hexdigest() != row[0] or leaf_hash != row[2]:
+        recomputed = leaf_hash(leaf)
+        if hashlib.sha256(leaf).hexdigest() != row[0] or recomputed != row[2]:
             raise _refuse(size, f"fact {row[0]} at index {index}: its stored fields do not hash to its id and leaf hash")
-        if nodes.get((0, index)) != leaf_hash:
+        if nodes.get((0, index)) != recomputed:
             raise _refuse(size, f"node (level 0, index {index}) is not the leaf hash of the fact at index {index}")
         index += 1
     if index != end:
@@ -809,7 +809,7 @@ def _check_tail_page(
             if left is None or right is None or value is None:
                 lv, ix = next(c for c in coords if nodes.get(c) is None)
                 raise _refuse(size, f"node (level {lv}, index {ix}) is missing or not a 32-byte hash")
-            if sha256(b"\x01" + left + right).digest() != value:
+            if node_hash(left, right) != value:
                 raise _refuse(
                     size,
                     f"node (level {level}, index {i}) ({value.hex()}) is not H(0x01 || left || right) of its "
@@ -828,13 +828,13 @@ def _root(size: int, nodes: Mapping[NodeId, bytes]) -> bytes:
 
 def _check_record(record: FactRecord, leaf: bytes) -> bytes:
     """The leaf hash of ``leaf`` after checking the record's id and stored leaf hash agree with it."""
-    leaf_hash = hashlib.sha256(b"\x00" + leaf).digest()
-    if hashlib.sha256(leaf).hexdigest() != record.fact_id or leaf_hash.hex() != record.leaf_hash:
+    recomputed = leaf_hash(leaf)
+    if hashlib.sha256(leaf).hexdigest() != record.fact_id or recomputed.hex() != record.leaf_hash:
         raise IntegrityError(
             f"chain: fact {record.fact_id} at index {record.leaf_index}: its stored fields do not hash to its "
             "id and leaf hash (the row was changed)"
         )
-    return leaf_hash
+    return recomputed
 
 
 def _ms(field: str, value: datetime | int) -> int:
