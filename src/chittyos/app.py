@@ -6,7 +6,6 @@ that the HTTP lifespan, the stdio runner, the CLI and the tests share one way to
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +37,7 @@ from chittyos.chain import (
     NoteSigner,
     execution_subscriber,
     load_or_create_log_key,
+    note_signers,
     open_note,
 )
 from chittyos.chain import store as chain_store
@@ -300,7 +300,7 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
     except ProofRejected:
         pass
     ours = f"{verifier.name}+{verifier.key_id:08x}"
-    signers = _note_signers(note)
+    signers = note_signers(note)
     if ours in signers:
         log.error(
             "the newest chain checkpoint does not verify with this log key; run `chittyos chain verify`",
@@ -334,21 +334,6 @@ async def _claim_empty_log(app: App, engine: AsyncEngine, log_key: NoteSigner, k
     # Again in every case: a server starting at the same moment may have signed since the first
     # check_log_key, and then this one must be the one refused.
     await check_log_key(engine, log_key, key_file)
-
-
-def _note_signers(note: str) -> list[str]:
-    """``name+keyid`` of each signature line of a signed note (unverified: for messages only)."""
-    _, _, block = note.rpartition("\n\n")
-    found: list[str] = []
-    for line in block.splitlines():
-        name, _, sig64 = line.removeprefix("\u2014 ").partition(" ")
-        try:
-            raw = base64.b64decode(sig64, validate=True)
-        except ValueError:
-            continue
-        if len(raw) > 4:
-            found.append(f"{name}+{int.from_bytes(raw[:4], 'big'):08x}")
-    return found
 
 
 def _openai_provider(settings: Settings) -> OpenAIProvider | None:

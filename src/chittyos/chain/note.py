@@ -44,8 +44,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from chittyos.errors import InvalidInput, ProofRejected
 
 __all__ = [
-    "Checkpoint", "NoteSigner", "NoteVerifier", "OpenedNote", "generate_key", "key_id", "open_checkpoint",
-    "open_note", "sign_checkpoint", "sign_note",
+    "Checkpoint", "NoteSigner", "NoteVerifier", "OpenedNote", "generate_key", "key_id", "note_signers",
+    "open_checkpoint", "open_note", "sign_checkpoint", "sign_note",
 ]
 
 _ALG_ED25519 = 0x01
@@ -269,6 +269,40 @@ def _malformed(rule: str) -> ProofRejected:
     return ProofRejected(f"note: malformed: {rule}")
 
 
+def _signature_line(number: int, line: str) -> tuple[str, int, bytes]:
+    """``(key name, key id, keyid || signature)`` of signature line ``number`` (``— name base64``,
+    a valid name, canonical base64 of >= 5 bytes); ProofRejected naming the rule otherwise."""
+    if not line.startswith(_SIG_PREFIX):
+        raise _malformed(f"signature line {number} must start with an em dash and a space")
+    name, _, sig64 = line[len(_SIG_PREFIX) :].partition(" ")
+    problem = _name_problem(name)
+    if problem:
+        raise _malformed(f"signature line {number}: key name {problem}")
+    try:
+        sig = _b64decode(sig64, "signature")
+    except InvalidInput:
+        raise _malformed(f"signature line {number}: signature is not canonical base64") from None
+    if len(sig) < 5:
+        raise _malformed(f"signature line {number}: signature shorter than a key id and 1 byte")
+    return name, int.from_bytes(sig[:4], "big"), sig
+
+
+def note_signers(note: str) -> list[str]:
+    """``name+keyid`` of each well-formed signature line of ``note``, UNVERIFIED: for saying who
+    signed a note that ``open_note`` refused, never for trusting it."""
+    split = note.rfind("\n\n")
+    if split < 0:
+        return []
+    found = []
+    for number, line in enumerate(note[split + 2 :].rstrip("\n").split("\n"), start=1):
+        try:
+            name, kid, _ = _signature_line(number, line)
+        except ProofRejected:
+            continue
+        found.append(f"{name}+{kid:08x}")
+    return found
+
+
 def open_note(note: str | bytes, verifiers: Iterable[NoteVerifier]) -> OpenedNote:
     """Check a signed note against trusted ``verifiers`` and return its text and verifying key names.
 
@@ -312,20 +346,7 @@ def open_note(note: str | bytes, verifiers: Iterable[NoteVerifier]) -> OpenedNot
     unknown: list[str] = []
     seen: set[tuple[str, int]] = set()
     for number, line in enumerate(lines, start=1):
-        # 3.
-        if not line.startswith(_SIG_PREFIX):
-            raise _malformed(f"signature line {number} must start with an em dash and a space")
-        name, _, sig64 = line[len(_SIG_PREFIX) :].partition(" ")
-        problem = _name_problem(name)
-        if problem:
-            raise _malformed(f"signature line {number}: key name {problem}")
-        try:
-            sig = _b64decode(sig64, "signature")
-        except InvalidInput:
-            raise _malformed(f"signature line {number}: signature is not canonical base64") from None
-        if len(sig) < 5:
-            raise _malformed(f"signature line {number}: signature shorter than a key id and 1 byte")
-        kid = int.from_bytes(sig[:4], "big")
+        name, kid, sig = _signature_line(number, line)  # 3.
         # 4.
         verifier = known.get((name, kid))
         if verifier is None:
