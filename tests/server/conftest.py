@@ -55,11 +55,16 @@ def _env_text(value: Any) -> str:
 
 
 @asynccontextmanager
-async def running_http(settings: Settings) -> AsyncIterator[str]:
-    """Serve ``create_http_app(settings)`` with uvicorn on a free loopback port; yield its base URL."""
+async def running_http(settings: Settings, *, app: Any = None) -> AsyncIterator[str]:
+    """Serve ``create_http_app(settings)`` with uvicorn on a free loopback port; yield its base URL.
+    With ``app`` (an open App), serve that one, as ``serve --http`` does."""
     port = free_port()
     config = uvicorn.Config(
-        create_http_app(settings, host="127.0.0.1"), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_http_app(settings, host="127.0.0.1", app=app),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     async with anyio.create_task_group() as tg:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
-import uvicorn
 from sqlalchemy import text
 
 from chittyos import __version__
@@ -21,7 +19,7 @@ from chittyos.chain import Fact, SignedCheckpoint
 from chittyos.errors import ChittyError, ConfigurationError
 from chittyos.server.http import create_http_app
 from tests.openai_server import OpenAIServer
-from tests.server.conftest import API_TOKEN, free_port, running_http
+from tests.server.conftest import API_TOKEN, running_http
 
 pytestmark = pytest.mark.anyio
 
@@ -123,29 +121,6 @@ def test_without_tokens_only_loopback_may_be_bound(make_settings: Any) -> None:
 # -- one database, one log key --------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def serving(opened: App) -> AsyncIterator[str]:
-    """Serve an already-open App over HTTP on a free loopback port (as `serve --http` does)."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_http_app(opened.settings, host="127.0.0.1", app=opened),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.serve)
-        with anyio.fail_after(10):
-            while not server.started:
-                await anyio.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.should_exit = True
-
-
 @pytest.fixture
 def other_data_dir() -> Iterator[Path]:
     """A second server's data directory (its own log key, OpenPGP key and encryption key)."""
@@ -215,7 +190,7 @@ async def test_health_is_degraded_while_the_checkpointer_fails(make_settings: An
     quick = {"chitty_checkpoint_every": 1, "chitty_checkpoint_interval_s": 3600}
     async with (
         open_app(make_settings(**quick), background=True) as app,
-        serving(app) as base,
+        running_http(app.settings, app=app) as base,
         httpx2.AsyncClient() as http,
     ):
         assert (await http.get(f"{base}/health")).json()["chain"] == {
