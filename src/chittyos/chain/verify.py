@@ -53,10 +53,9 @@ __all__ = ["MAX_VERIFY_FACTS", "verify_facts", "verify_log"]
 MAX_VERIFY_FACTS = 10_000
 """Facts one ``verify`` call checks at most."""
 _ZERO = bytes(32)
-_CHUNK = 512  # leaves hashed between two yields (~1-2 ms): see _page_at_once
 _READERS = 2  # pages read at once, beside the one being hashed (SQLite: threads; PostgreSQL: sessions)
 _AHEAD = 1  # pages each reader may have read that wait to be hashed (a few MB each)
-_ROW_CHUNK = 256  # the same, row by row (canonical JSON in Python: ~10x the work per leaf)
+_ROW_CHUNK = 256  # leaves recomputed row by row between two yields (canonical JSON in Python)
 
 
 async def verify_facts(
@@ -252,10 +251,11 @@ async def verify_log(
     the stored root nodes.
 
     A page is read as a few aggregates (``scan``: the database writes the RFC 8785 leaf bytes,
-    on SQLite on connections of the verifier's own, in worker threads) and hashed here a level
-    at a time. A page that is not clean there, or where any id or leaf hash differs, is read
-    again row by row and recomputed leaf by leaf in Python, which names each finding with its
-    index. Either way every leaf is hashed here, from its stored fields.
+    on SQLite on connections of the verifier's own, in worker threads) and hashed a level at a
+    time in a worker thread of its own (``_page_at_once`` says why). A page that is not clean
+    there, or where any id or leaf hash differs, is read again row by row and recomputed leaf by
+    leaf in Python, which names each finding with its index. Either way every leaf is hashed
+    here, from its stored fields.
     """
     for name, value in (("page_size", page_size), ("max_findings", max_findings)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -309,7 +309,7 @@ async def verify_log(
                 tree.start_page()
                 signed: list[tuple[int, str, dict[str, Any]]] = []
                 unsigned: list[tuple[int, str]] = []
-                if page.clean and await _page_at_once(tree, page):
+                if page.clean and await anyio.to_thread.run_sync(_page_at_once, tree, page):
                     leaves += page.end - page.begin
                     if signatures is not None:
                         signed = _signed_leaves(page)
@@ -405,28 +405,25 @@ async def _read_pages(
                 await anyio.to_thread.run_sync(pages.close)
 
 
-async def _page_at_once(tree: Tree, page: Page) -> bool:
+def _page_at_once(tree: Tree, page: Page) -> bool:
     """A clean page (``scan.Page``): hash its leaves, and if every id and leaf hash is the stored
     one, add them to the tree and return True. False, with nothing changed, when any differs:
     the caller then takes the page row by row to name them.
 
-    Yields every ``_CHUNK`` leaves: to other clients, and (an event-loop turn drops the GIL) to
-    the threads reading the next pages, which otherwise wait out the switch interval for it."""
+    Blocking (~30 ms for 8192 leaves): ``verify_log`` runs it in a worker thread. Not for the
+    event loop's sake only: hashing on the loop thread, yielding every few hundred leaves, drops
+    and retakes the GIL at each yield, and CPython forces a switch to a waiting thread only after
+    a whole switch interval in which the GIL did not change hands, so the threads reading the
+    next pages waited for the GIL until the page was hashed and reading and hashing took turns
+    (1M leaves on SQLite: 6.9-8.5 s; hashed in a thread, which is preempted every interval,
+    4.6-5.7 s)."""
     leaves = page.leaves.split(b"\n")
     if len(leaves) != page.end - page.begin:
         return False
-    ids: list[str] = []
-    hashes: list[bytes] = []
-    for at in range(0, len(leaves), _CHUNK):
-        chunk_ids, chunk_hashes = leaf_digests(leaves[at : at + _CHUNK])
-        ids.append(chunk_ids)
-        hashes += chunk_hashes
-        await anyio.lowlevel.checkpoint()
-    if " ".join(ids) != page.ids or b"".join(hashes) != page.leaf_hashes:
+    ids, hashes = leaf_digests(leaves)
+    if ids != page.ids or b"".join(hashes) != page.leaf_hashes:
         return False
-    for at in range(0, len(hashes), _CHUNK):
-        tree.extend(hashes[at : at + _CHUNK])
-        await anyio.lowlevel.checkpoint()
+    tree.extend(hashes)
     return True
 
 
