@@ -193,6 +193,24 @@ async def test_chain_verify_checks_the_signature_of_every_signed_fact_unless_tol
     assert "unsigned assertion" in forged.stdout
     assert chittyos("chain", "verify", "--quiet", "--no-signatures", env=env).returncode == 0
 
+    # Naming an execution that does not exist does not make an unsigned fact pass.
+    async with open_app(settings) as app:
+        ghost = Fact(
+            subject="execution:00000000-0000-4000-8000-000000000000", predicate="completed",
+            object="sha256:" + "0" * 64, source="chittyos:standard", timestamp=2,
+            execution_id="00000000-0000-4000-8000-000000000000",
+        )  # fmt: skip
+        (ghost_placed,) = await app.chain.log.append_now([ghost])
+    named = chittyos("chain", "verify", "--quiet", "--no-signatures", env=env)
+    assert named.returncode == 1, named.stdout + named.stderr
+    assert (
+        f"MISMATCH fact.cross_reference [index {ghost_placed.leaf_index}, fact {ghost.fact_id}]: "
+        f"fact {ghost.fact_id} at index {ghost_placed.leaf_index}: names execution "
+        "00000000-0000-4000-8000-000000000000, which does not exist"
+    ) in named.stdout
+    flags = ("--quiet", "--no-signatures", "--no-cross-reference")
+    assert chittyos("chain", "verify", *flags, env=env).returncode == 0
+
 
 # -- empty variables ------------------------------------------------------------------------------
 

@@ -363,9 +363,17 @@ def chain_verify(
     no_signatures: Annotated[
         bool, typer.Option("--no-signatures", help="Skip checking each signed fact's OpenPGP signature.")
     ] = False,
+    no_cross_reference: Annotated[
+        bool,
+        typer.Option(
+            "--no-cross-reference",
+            help="Skip checking that each fact naming an execution names one that exists, at its tier.",
+        ),
+    ] = False,
 ) -> None:
-    """Recompute the whole log from its facts (streaming) and check every signed fact's OpenPGP
-    signature; exit 1 naming every mismatch."""
+    """Recompute the whole log from its facts (streaming), check every signed fact's OpenPGP
+    signature and that every execution fact names an existing execution; exit 1 naming every
+    mismatch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     settings = _settings()
@@ -385,7 +393,9 @@ def chain_verify(
             bar.update(task, completed=done, total=total)
 
         with bar:
-            return await opened.chain.verify_log(progress, verify_signatures=not no_signatures)
+            return await opened.chain.verify_log(
+                progress, verify_signatures=not no_signatures, cross_reference=not no_cross_reference
+            )
 
     report = _with_app(settings, run, create=False)
     for finding in report.findings:

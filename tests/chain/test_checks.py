@@ -167,3 +167,55 @@ async def test_what_checking_a_signature_costs_in_a_full_verify(app: App) -> Non
     per_fact_ms = (with_signatures - without) * 1000 / 12
     print(f"signature check in a full verify: {per_fact_ms:.1f} ms per signed fact")
     assert per_fact_ms < 500
+
+
+async def test_the_full_verify_refuses_facts_naming_executions_the_server_did_not_write(app: App) -> None:
+    await assertion(app, 1)
+    view = await app.executions.execute(ExecutionRequest(prompt="Summarise the lease", user_id="alice"))
+    real = view.execution_id
+    assert (await app.chain.verify_log(page_size=4)).ok  # what the server writes passes
+
+    def execution_fact(execution_id: str, **fields: str) -> Fact:
+        values = {"subject": f"execution:{execution_id}", "predicate": "completed", "object": "sha256:" + "0" * 64}
+        values |= {"source": "chittyos:standard", **fields}
+        return Fact.at(NOW, execution_id=execution_id, **values)  # type: ignore[arg-type]
+
+    made_up = str(uuid.uuid4())
+    forged = [
+        execution_fact(made_up),  # no such execution: unsigned, it would otherwise pass as genuine
+        execution_fact(real.upper()),  # the id in another spelling is another id
+        execution_fact(real.replace("-", "")),
+        execution_fact(real, predicate="approved_by", object="user:mallory"),
+        execution_fact(real, source="chittyos:verified"),
+        execution_fact(real, subject="contract:9"),
+        Fact.at(NOW, subject="contract:9", predicate="signed_by", object="x", source="s", evidence_id="ev-1"),
+    ]
+    placed = await app.chain.log.append_now(forged)
+    report = await app.chain.verify_log(page_size=4)
+    found = [(f.check, f.leaf_index, f.fact_id) for f in report.findings]
+    assert found == [("fact.cross_reference", p.leaf_index, p.fact_id) for p in placed]
+    messages = [f.message.split(": ", 1)[1] for f in report.findings]
+    assert messages == [
+        f"names execution {made_up}, which does not exist",
+        f"names execution {real.upper()}, which does not exist",
+        f"names execution {real.replace('-', '')}, which does not exist",
+        "its predicate 'approved_by' is not one the server records of an execution",
+        f"execution {real} ran at security level 'standard' (source 'chittyos:standard'), "
+        "the fact's source is 'chittyos:verified'",
+        f"its subject is 'contract:9', not 'execution:{real}'",
+        "names evidence ev-1, but this server keeps no evidence records yet",
+    ]
+    assert report.counts == {"fact.cross_reference": 7} and not report.ok
+
+    # Findings beyond max_findings are counted, not kept; the check can be left out.
+    capped = await app.chain.verify_log(page_size=4, max_findings=2)
+    assert len(capped.findings) == 2 and capped.findings_dropped == 5
+    assert capped.counts == {"fact.cross_reference": 7}
+    assert (await app.chain.verify_log(page_size=4, cross_reference=False)).ok
+
+
+async def test_the_full_verify_refuses_bad_limits_before_it_starts(app: App) -> None:
+    for field, value in (("page_size", 0), ("max_findings", True), ("max_findings", -1)):
+        with pytest.raises(InvalidInput) as info:
+            await app.chain.verify_log(**{field: value})  # type: ignore[arg-type]
+        assert info.value.field == field and info.value.rule == "must be a positive integer"

@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from sqlalchemy import Select, and_, cast, func, literal, or_, select
+from sqlalchemy import String as SqlString
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from chittyos.chain.facts import canonical_leaf
 from chittyos.chain.log import NOT_APPLICABLE, FactCheck, NotApplicable, SignatureCheck
-from chittyos.chain.records import UNSIGNED_ASSERTION, FactRecord
-from chittyos.db.models import SecureExecution
+from chittyos.chain.records import UNSIGNED_ASSERTION, FactRecord, Finding
+from chittyos.chain.subscriber import EXECUTION_PREDICATES
+from chittyos.db.models import ChainFact, SecureExecution
 from chittyos.db.uow import UnitOfWork
 from chittyos.errors import ChittyError
 from chittyos.signing import OpenPGPSigner, Sealer
 
-__all__ = ["UNSIGNED_ASSERTION", "cross_reference_check", "signature_check", "stored_signature_check"]
+__all__ = [
+    "UNSIGNED_ASSERTION",
+    "cross_reference_check",
+    "execution_references",
+    "signature_check",
+    "stored_signature_check",
+]
 
 
 
@@ -144,3 +155,101 @@ def _predicate_problem(record: FactRecord, row: SecureExecution, sealer: Sealer)
                 f"sha256:{row.prompt_hash}), the fact says {record.object}"
             )
     return None
+
+
+async def execution_references(uow: UnitOfWork, *, limit: int) -> tuple[list[Finding], int]:
+    """The whole log's facts that name an execution or evidence but cannot be what this server
+    wrote: ``(the first `limit` as `fact.cross_reference` findings in index order, how many in all)``.
+
+    The server signs every assertion (a fact naming neither), so such a fact may go unsigned
+    only because of the row it names; a full verify therefore checks, in one statement over the
+    log, that each execution fact names an execution that exists, has the subject
+    ``execution:<id>`` and a predicate in ``EXECUTION_PREDICATES``, and the source
+    ``chittyos:<the row's security_level>``; and that no fact names evidence (this server keeps
+    no evidence records yet). What each fact says of its row (hashes, user, model) is compared
+    by ``cross_reference_check`` (``chitty_chain_verify``), which unseals the row.
+
+    On SQLite the statement runs outside a transaction (``UnitOfWork.peek_sqlite``): a session
+    transaction would hold the write lock for the whole scan (~2.5 s at a million facts).
+    """
+    rows = await _references(uow, lambda query: query.order_by(ChainFact.leaf_index).limit(limit))
+    total = len(rows)
+    if total == limit:
+        (count,) = await _references(uow, lambda query: select(func.count()).select_from(query.subquery()))
+        total = count[0]
+    return [_reference_finding(*row) for row in rows], total
+
+
+async def _references(uow: UnitOfWork, shape: Callable[[Select[Any]], Select[Any]]) -> list[Any]:
+    """The rows of ``shape(the wrong references query)`` (``execution_references``)."""
+    sqlite = shape(_wrong_references(sqlite=True)).compile(
+        dialect=sqlite_dialect(), compile_kwargs={"literal_binds": True}  # constants only
+    )
+    rows = await uow.peek_sqlite(str(sqlite), ())
+    if rows is not None:
+        return rows
+    async with uow.read() as session:
+        return list((await session.execute(shape(_wrong_references(sqlite=False)))).all())
+
+
+def _wrong_references(*, sqlite: bool) -> Select[Any]:
+    facts, executions = ChainFact.__table__.c, SecureExecution.__table__.c
+    if sqlite:  # SQLite keeps a Uuid as 32 hex digits: a fact's id must be the dashed form of them
+        dashes = [func.substr(facts.execution_id, at, 1) == "-" for at in (9, 14, 19, 24)]
+        same_id = and_(
+            executions.id == func.replace(facts.execution_id, "-", ""),
+            func.length(facts.execution_id) == 36,
+            *dashes,
+        )
+    else:  # PostgreSQL's uuid text is the dashed lowercase form
+        same_id = cast(executions.id, SqlString) == facts.execution_id
+    wrong = or_(
+        facts.evidence_id.is_not(None),
+        executions.id.is_(None),
+        facts.subject != literal("execution:") + facts.execution_id,
+        facts.predicate.not_in(EXECUTION_PREDICATES),
+        facts.source != literal("chittyos:") + executions.security_level,
+    )
+    return (
+        select(
+            facts.leaf_index, facts.id, facts.execution_id, facts.evidence_id, facts.subject,
+            facts.predicate, facts.source, executions.id.is_not(None), executions.security_level,
+        )  # fmt: skip
+        .select_from(ChainFact.__table__.outerjoin(SecureExecution.__table__, same_id))
+        .where(or_(facts.execution_id.is_not(None), facts.evidence_id.is_not(None)), wrong)
+    )
+
+
+def _reference_finding(
+    index: int,
+    fact_id: str,
+    execution_id: str | None,
+    evidence_id: str | None,
+    subject: str,
+    predicate: str,
+    source: str,
+    exists: bool,
+    level: str | None,
+) -> Finding:
+    if evidence_id is not None:
+        problem = f"names evidence {evidence_id}, but this server keeps no evidence records yet"
+    elif not exists:
+        problem = f"names execution {execution_id}, which does not exist"
+    else:
+        problems = []
+        if subject != f"execution:{execution_id}":
+            problems.append(f"its subject is {subject!r}, not 'execution:{execution_id}'")
+        if predicate not in EXECUTION_PREDICATES:
+            problems.append(f"its predicate {predicate!r} is not one the server records of an execution")
+        if source != f"chittyos:{level}":
+            problems.append(
+                f"execution {execution_id} ran at security level {level!r} (source "
+                f"'chittyos:{level}'), the fact's source is {source!r}"
+            )
+        problem = "; ".join(problems) or "it does not agree with its execution row"
+    return Finding(
+        "fact.cross_reference",
+        f"fact {fact_id} at index {index}: {problem}",
+        fact_id=fact_id,
+        leaf_index=index,
+    )

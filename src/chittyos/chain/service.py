@@ -7,17 +7,25 @@ key) and the checks that reach outside the log (``checks.py``).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
+import anyio
 from pydantic import Field
 
-from chittyos.chain.checks import cross_reference_check, signature_check, stored_signature_check
+from chittyos.chain.checks import (
+    cross_reference_check,
+    execution_references,
+    signature_check,
+    stored_signature_check,
+)
 from chittyos.chain.facts import Fact
 from chittyos.chain.log import ChainLog, FactCheck, Progress
 from chittyos.chain.records import AppendedFact, FactPage, Finding, LogReport, SignedCheckpoint
+from chittyos.chain.verify import check_log_limits
 from chittyos.db.models import utcnow
 from chittyos.db.uow import UnitOfWork
 from chittyos.errors import ChittyError, InvalidInput
@@ -116,6 +124,7 @@ class ChainService:
         self._signature_check = signature_check(signer)
         self._stored_signature = stored_signature_check(signer)
         self._cross_reference = cross_reference_check(uow=uow, sealer=sealer)
+        self._uow = uow
         self._clock = clock
 
     async def sign_fact(self, fact: Fact) -> Fact:
@@ -228,14 +237,41 @@ class ChainService:
         progress: Progress | None = None,
         *,
         verify_signatures: bool = True,
+        cross_reference: bool = True,
         page_size: int = 8192,
         max_findings: int = 10_000,
     ) -> LogReport:
         """``ChainLog.verify_log`` (the full recompute), also checking the OpenPGP signature of
-        every signed fact with the server's keyring unless ``verify_signatures`` is False."""
-        return await self.log.verify_log(
-            progress,
-            signatures=self._stored_signature if verify_signatures else None,
-            page_size=page_size,
-            max_findings=max_findings,
+        every signed fact with the server's keyring unless ``verify_signatures`` is False, and
+        unless ``cross_reference`` is False, that every fact naming an execution names one that
+        exists, as this server writes it (``checks.execution_references``: ``fact.cross_reference``)."""
+        check_log_limits(page_size=page_size, max_findings=max_findings)  # before any task starts
+        references: list[tuple[list[Finding], int]] = []
+
+        async def check_references() -> None:
+            references.append(await execution_references(self._uow, limit=max_findings))
+
+        started = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            if cross_reference:  # one statement the database runs beside the recompute
+                tg.start_soon(check_references)
+            report = await self.log.verify_log(
+                progress,
+                signatures=self._stored_signature if verify_signatures else None,
+                page_size=page_size,
+                max_findings=max_findings,
+            )
+        if not cross_reference:
+            return report
+        ((found, total),) = references
+        kept = tuple(found[: max(0, max_findings - len(report.findings))])
+        counts = dict(report.counts)
+        if total:
+            counts["fact.cross_reference"] = counts.get("fact.cross_reference", 0) + total
+        return dataclasses.replace(
+            report,
+            findings=report.findings + kept,
+            findings_dropped=report.findings_dropped + total - len(kept),
+            counts=counts,
+            seconds=round(time.perf_counter() - started, 3),
         )

@@ -23,7 +23,11 @@ from chittyos.db.models import SecureExecution
 from chittyos.errors import NotFound
 from chittyos.events import ExecutionCompleted
 
-__all__ = ["ExecutionHandler", "execution_facts", "execution_subscriber"]
+__all__ = ["EXECUTION_PREDICATES", "ExecutionHandler", "execution_facts", "execution_subscriber"]
+
+EXECUTION_PREDICATES = ("completed", "prompt", "model", "requested_model", "requested_by", "case")
+"""Every predicate ``execution_facts`` records of an execution; a fact naming an execution with
+another one was not written by this server (``checks.execution_references``)."""
 
 ExecutionHandler = Callable[[ExecutionCompleted, AsyncSession], Awaitable[None]]
 FactSigner = Callable[[Fact], Awaitable[Fact]]

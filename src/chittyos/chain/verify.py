@@ -48,7 +48,7 @@ from chittyos.errors import ChittyError, InvalidInput, ProofRejected
 if TYPE_CHECKING:
     from chittyos.chain.log import ChainLog, FactCheck, Progress, SignatureCheck
 
-__all__ = ["MAX_VERIFY_FACTS", "verify_facts", "verify_log"]
+__all__ = ["MAX_VERIFY_FACTS", "check_log_limits", "verify_facts", "verify_log"]
 
 MAX_VERIFY_FACTS = 10_000
 """Facts one ``verify`` call checks at most."""
@@ -257,9 +257,7 @@ async def verify_log(
     leaf in Python, which names each finding with its index. Either way every leaf is hashed
     here, from its stored fields.
     """
-    for name, value in (("page_size", page_size), ("max_findings", max_findings)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidInput(name, "must be a positive integer", value)
+    check_log_limits(page_size=page_size, max_findings=max_findings)
     started = time.perf_counter()
     out = Findings(max_findings)
     # 1.
@@ -376,6 +374,13 @@ async def verify_log(
         counts=dict(out.counts),
         signatures_checked=None if signatures is None else signatures_checked,
     )
+
+
+def check_log_limits(**limits: object) -> None:
+    """Raise ``InvalidInput`` naming the first of ``verify_log``'s limits that is not a positive int."""
+    for name, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidInput(name, "must be a positive integer", value)
 
 
 async def _read_pages(
