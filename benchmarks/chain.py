@@ -184,7 +184,7 @@ FACT_COLS = (
 EXECUTIONS = (
     "INSERT INTO secure_executions (id, user_id, prompt, prompt_hash, security_level, execution_method, "
     "status, created_at, chain_facts, metadata) SELECT DISTINCT {id}, 'bench', 'sealed', '0', 'standard', "
-    "'direct', 'completed', {now}, '[]', '{{}}' FROM chitty_chain_facts"
+    "'direct', 'completed', {now}, '[]'{json}, '{{}}'{json} FROM chitty_chain_facts"
 )
 """The execution rows the facts name (what ``chain verify``'s cross-reference joins with)."""
 
@@ -214,7 +214,7 @@ def bulk_load(backend: str, url: str, leaves: int) -> float:
                 "VALUES (1, %s, %s, %s, now())",
                 (ORIGIN, leaves, peaks),
             )
-            conn.execute(EXECUTIONS.format(id="execution_id::uuid", now="now()"))
+            conn.execute(EXECUTIONS.format(id="execution_id::uuid", now="now()", json="::jsonb"))
             conn.execute("ANALYZE")
     else:
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
@@ -233,7 +233,7 @@ def bulk_load(backend: str, url: str, leaves: int) -> float:
             "VALUES (1, ?, ?, ?, CURRENT_TIMESTAMP)",
             (ORIGIN, leaves, peaks),
         )
-        conn.execute(EXECUTIONS.format(id="replace(execution_id, '-', '')", now="CURRENT_TIMESTAMP"))
+        conn.execute(EXECUTIONS.format(id="replace(execution_id, '-', '')", now="CURRENT_TIMESTAMP", json=""))
         conn.commit()
         conn.execute("ANALYZE")
         conn.close()
