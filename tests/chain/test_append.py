@@ -291,7 +291,7 @@ CF_AFTER_UNICODE_14 = set(range(0x13439, 0x13440))
 
 
 def test_identifier_fields_also_refuse_exactly_the_format_code_points() -> None:
-    refused = {c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cc", "Cs", "Cf")}
+    refused = {c for c in range(0x110000) if unicodedata.category(chr(c)) in ("Cc", "Cs", "Cf", "Zl", "Zp")}
     matched = {c for c in range(0x110000) if facts_module._IDENTIFIER.match(chr(c))}
     assert refused <= matched and matched - refused <= CF_AFTER_UNICODE_14
     for field in ("subject", "predicate", "source"):
@@ -300,6 +300,11 @@ def test_identifier_fields_also_refuse_exactly_the_format_code_points() -> None:
                 make_fact(1, **{field: f"ab{char}c"})
             assert (info.value.field, info.value.got) == (field, f"U+{ord(char):04X} at offset 2")
             assert info.value.rule.startswith("must not contain invisible format characters (Unicode Cf")
+    for field in ("subject", "predicate", "source"):
+        for char in ("\u2028", "\u2029"):
+            with pytest.raises(InvalidInput) as info:
+                make_fact(1, **{field: f"ab{char}c"})
+            assert info.value.rule.startswith("must not contain line or paragraph separators")
     with pytest.raises(InvalidInput) as info:
         make_fact(1, subject="a\x07b")  # a control character keeps its own rule
     assert info.value.rule == "must not contain control characters or lone surrogates"

@@ -219,3 +219,30 @@ async def test_the_full_verify_refuses_bad_limits_before_it_starts(app: App) -> 
         with pytest.raises(InvalidInput) as info:
             await app.chain.verify_log(**{field: value})  # type: ignore[arg-type]
         assert info.value.field == field and info.value.rule == "must be a positive integer"
+
+
+async def test_a_fact_naming_a_real_execution_must_be_one_the_server_writes(app: App) -> None:
+    view = await app.executions.execute(ExecutionRequest(prompt="Summarise the lease", user_id="alice"))
+    other = await app.executions.execute(ExecutionRequest(prompt="Summarise the deed", user_id="alice"))
+    real = view.execution_id
+    common = {"source": "chittyos:standard", "execution_id": real}
+    forged = [  # what a writer of the database could add without the server's keys: all unsigned
+        Fact.at(NOW, subject="alice", predicate="signed", object="contract 43", **common),
+        Fact.at(NOW, subject=f"execution:{real}", predicate="approved_by", object="user:ceo", **common),
+        Fact.at(NOW, subject=f"execution:{other.execution_id}", predicate="case", object="case-9", **common),
+        Fact.at(
+            NOW, subject=f"execution:{real.upper()}", predicate="requested_by", object="user:alice",
+            source="chittyos:standard", execution_id=real.upper(),
+        ),
+    ]  # fmt: skip
+    await app.chain.log.append_now(forged)
+    report = await app.chain.verify([f.fact_id for f in forged])
+    assert report.all_valid is False
+    failures = [(f.checks["cross_reference"], f.failures) for f in report.facts]
+    assert [checked for checked, _ in failures] == [False] * 4
+    assert "its subject is 'alice'" in failures[0][1][0] and "'signed' is not one" in failures[0][1][0]
+    assert "its predicate 'approved_by' is not one the server records" in failures[1][1][0]
+    assert f"its subject is 'execution:{other.execution_id}'" in failures[2][1][0]
+    assert f"names execution {real.upper()}, which does not exist" in failures[3][1][0]
+    # What the server wrote still passes.
+    assert (await app.chain.verify(view.chain_facts + other.chain_facts)).all_valid is True

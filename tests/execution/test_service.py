@@ -37,7 +37,7 @@ async def test_standard_execution_completes_and_is_recorded(app: App, openai_ser
     assert view.prompt_hash == hashlib.sha256(b"Summarise the lease").hexdigest()
     assert view.provider == "openai"
     assert view.provider_request_id
-    assert view.model == "gpt-4o-mini"
+    assert view.model == "gpt-4o-mini" and view.answered_model == "gpt-4o-mini-2024-07-18"
     assert view.usage is not None and view.usage.cached_tokens == 2
     assert view.usage.total_tokens == view.usage.prompt_tokens + view.usage.completion_tokens
     assert view.verification.fortress_signed is False

@@ -80,11 +80,13 @@ def signature_check(signer: OpenPGPSigner) -> FactCheck:
 def cross_reference_check(*, uow: UnitOfWork, sealer: Sealer) -> FactCheck:
     """A fact naming an execution must agree with that execution's row.
 
-    Every execution fact: the row exists and the fact's source is ``chittyos:<the row's
-    security_level>``. ``completed`` facts: the row is completed, and the SHA-256 of its output
-    (unsealed and hashed again, not a stored hash) is the fact's object; ``prompt`` facts:
-    likewise the prompt, which must also match the row's ``prompt_hash``; ``requested_by``,
-    ``case``, ``model`` and ``requested_model`` facts: the row's user, case, answering model
+    Every execution fact: the row exists (its id spelt as the server writes it, lowercase with
+    dashes), the fact's subject is ``execution:<id>``, its predicate one of
+    ``EXECUTION_PREDICATES`` and its source ``chittyos:<the row's security_level>``.
+    ``completed`` facts: the row is completed, and the SHA-256 of its output (unsealed and
+    hashed again, not a stored hash) is the fact's object; ``prompt`` facts: likewise the
+    prompt, which must also match the row's ``prompt_hash``; ``requested_by``, ``case``,
+    ``model`` and ``requested_model`` facts: the row's user, case, answering model
     (``metadata_.answered_model``) and requested model (the ``model`` column). A fact naming no
     execution and no evidence has nothing to cross-reference (not applicable). Evidence records
     are not built yet, so a fact naming one cannot be checked.
@@ -99,11 +101,13 @@ def cross_reference_check(*, uow: UnitOfWork, sealer: Sealer) -> FactCheck:
             key = uuid.UUID(record.execution_id)
         except ValueError:
             return f"names execution {record.execution_id!r}, which is not an execution id"
+        if str(key) != record.execution_id:  # the server writes ids in one spelling only
+            return f"names execution {record.execution_id}, which does not exist"
         async with uow.read() as session:
             row = await session.get(SecureExecution, key)
             if row is None:
                 return f"names execution {record.execution_id}, which does not exist"
-            problems = []
+            problems = _shape_problems(record.subject, record.predicate, record.execution_id)
             source = f"chittyos:{row.security_level}"
             if record.source != source:
                 problems.append(
@@ -236,11 +240,7 @@ def _reference_finding(
     elif not exists:
         problem = f"names execution {execution_id}, which does not exist"
     else:
-        problems = []
-        if subject != f"execution:{execution_id}":
-            problems.append(f"its subject is {subject!r}, not 'execution:{execution_id}'")
-        if predicate not in EXECUTION_PREDICATES:
-            problems.append(f"its predicate {predicate!r} is not one the server records of an execution")
+        problems = _shape_problems(subject, predicate, execution_id)
         if source != f"chittyos:{level}":
             problems.append(
                 f"execution {execution_id} ran at security level {level!r} (source "
@@ -253,3 +253,13 @@ def _reference_finding(
         fact_id=fact_id,
         leaf_index=index,
     )
+
+
+def _shape_problems(subject: str, predicate: str, execution_id: str | None) -> list[str]:
+    """What makes a fact naming ``execution_id`` unlike every fact ``execution_facts`` writes."""
+    problems = []
+    if subject != f"execution:{execution_id}":
+        problems.append(f"its subject is {subject!r}, not 'execution:{execution_id}'")
+    if predicate not in EXECUTION_PREDICATES:
+        problems.append(f"its predicate {predicate!r} is not one the server records of an execution")
+    return problems

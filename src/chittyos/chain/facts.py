@@ -210,12 +210,15 @@ def _check_text(name: str, value: object, *, multiline: bool = False, identifier
     bad = (_IDENTIFIER if identifier else _FORBIDDEN_MULTILINE if multiline else _FORBIDDEN).search(value)
     if bad is not None:
         char = bad.group()
-        rule = (
-            "must not contain control characters or lone surrogates"
-            if _FORBIDDEN.match(char)
-            else "must not contain invisible format characters (Unicode Cf: bidi overrides such as "
-            "U+202E, zero-width characters; allowed in object only)"
-        )
+        if _FORBIDDEN.match(char):
+            rule = "must not contain control characters or lone surrogates"
+        elif char in _SEPARATORS:
+            rule = "must not contain line or paragraph separators (U+2028, U+2029; allowed in object only)"
+        else:
+            rule = (
+                "must not contain invisible format characters (Unicode Cf: bidi overrides such as "
+                "U+202E, zero-width characters; allowed in object only)"
+            )
         raise InvalidInput(name, rule, f"U+{ord(char):04X} at offset {bad.start()}")
 
 
@@ -225,7 +228,8 @@ _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _FORBIDDEN_MULTILINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # "\n" allowed
 # Unicode category Cf (format: bidi overrides and isolates, zero-width characters, the BOM, tag
 # characters...): invisible, so two subjects that print alike could differ. Refused in the
-# identifier-like fields (subject, predicate, source), allowed in the free-text object. Unicode
+# identifier-like fields (subject, predicate, source) with the line and paragraph separators,
+# allowed in the free-text object. Unicode
 # 14.0 (Python 3.11's unicodedata) plus the Cf added in 15.0 (U+13439..U+1343F); tests compare the
 # set with unicodedata.category over every code point.
 _CF = (
@@ -233,7 +237,8 @@ _CF = (
     "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
     "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
 )
-_IDENTIFIER = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_CF}]")
+_SEPARATORS = "\u2028\u2029"  # Unicode Zl, Zp: a line break to many readers of a one-line name
+_IDENTIFIER = re.compile(f"[\x00-\x1f\x7f-\x9f\ud800-\udfff{_SEPARATORS}{_CF}]")
 
 
 @dataclass(frozen=True)

@@ -137,8 +137,15 @@ class ChainService:
     async def assert_fact(self, *, subject: str, predicate: str, object: str, source: str) -> tuple[Fact, AppendedFact]:
         """Log one assertion, signed by the server key, in a transaction of its own.
 
-        Raises ``InvalidInput`` naming the field. Logging the same statement twice in the same
-        millisecond returns the first place (``existed``)."""
+        Raises ``InvalidInput`` naming the field; a ``source`` starting ``chittyos:`` or a
+        ``subject`` starting ``execution:`` (any case) is refused: those mark the facts the
+        server writes of its executions, which queries by source or subject must not mix with
+        assertions. Logging the same statement twice in the same millisecond returns the first
+        place (``existed``)."""
+        for field, value, prefix in (("source", source, "chittyos:"), ("subject", subject, "execution:")):
+            if isinstance(value, str) and value.casefold().startswith(prefix):
+                rule = f"must not start with {prefix!r}: it marks the facts the server writes of its executions"
+                raise InvalidInput(field, rule, value)
         fact = Fact.at(self._clock(), subject=subject, predicate=predicate, object=object, source=source)
         signed = await self.sign_fact(fact)
         (placed,) = await self.log.append_now([signed])

@@ -135,6 +135,9 @@ class ExecutionView:
     case_id: str | None
     label: str | None
     model: str | None
+    """The model asked for (the request's, else the configured default)."""
+    answered_model: str | None
+    """The model the provider says answered (None before an answer)."""
     provider: str | None
     provider_request_id: str | None
     prompt_hash: str
@@ -165,6 +168,7 @@ class ExecutionView:
             case_id=row.case_id,
             label=row.label,
             model=row.model,
+            answered_model=meta.get("answered_model"),
             provider=row.provider,
             provider_request_id=row.provider_request_id,
             prompt_hash=row.prompt_hash,
