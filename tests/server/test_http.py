@@ -195,7 +195,7 @@ async def test_health_is_degraded_while_the_checkpointer_fails(make_settings: An
     ):
         assert (await http.get(f"{base}/health")).json()["chain"] == {
             "origin": "chittyos.local/chain",
-            "checkpoint": {"ok": True},
+            "checkpoint": {"ok": True, "error": None, "failed_at": None},
         }
         await sign_one_fact_then_break_its_checkpoint(app)
         # Two appends: the first one's attempt may run before its commit and see nothing to sign

@@ -31,7 +31,9 @@
                                  / T seconds.
     inclusion_proof(fact_id)     tlog-proof@v1 text against a signed checkpoint, O(log n) nodes
     consistency(old, new)        RFC 9162 consistency proof between two sizes
-    query(...)                   facts by subject / predicate / source / time, in log order
+    query(...)                   facts by subject / predicate / source / time, in log order;
+                                 ``keep`` filters further (a signature check) while paging, with
+                                 offset / limit counting the kept facts (bounded scan)
     verify(fact_ids)             per-fact checks against the newest checkpoint (verify.py)
     verify_log(progress)         full streaming recompute of the whole log (verify.py)
 
@@ -101,10 +103,12 @@ from chittyos.errors import (
 )
 
 __all__ = [
+    "KEEP_SCAN_MAX",
     "NOT_APPLICABLE",
     "ChainLog",
     "CheckpointFailure",
     "FactCheck",
+    "Keep",
     "NotApplicable",
     "Progress",
     "SignatureCheck",
@@ -120,6 +124,11 @@ _TAIL_PAGE = 8192
 """Leaves per read transaction when a checkpoint checks the tree added since the last one."""
 _TURN_MAX_FACTS = 16
 """Appends of more facts than this do not wait for their turn (see ``ChainLog._take_turn``)."""
+_KEEP_READ_PAGE = 200
+"""Rows per read transaction of a query with ``keep`` (see ``ChainLog.query``)."""
+KEEP_SCAN_MAX = 1000
+"""Default bound on the matching rows one query with ``keep`` examines (``ChainLog.query``):
+each may cost a gpg call, so a call stays within seconds whatever ``offset`` asks for."""
 
 @dataclass(frozen=True)
 class CheckpointFailure:
@@ -136,6 +145,9 @@ nothing to check on that fact, else what failed."""
 SignatureCheck = Callable[[Mapping[str, Any]], Awaitable["str | None"]]
 """The OpenPGP signature check of ``verify_log``: a signed fact's stored fields (``FACT_FIELDS``
 names) -> None when its signature verifies, else what failed."""
+Keep = Callable[[FactRecord], Awaitable[bool]]
+"""A filter of ``ChainLog.query`` that the database cannot apply (a signature check): whether
+to keep a matching fact."""
 Progress = Callable[[int, int], Any]
 """``(leaves done, tree size)``; may return an awaitable (MCP progress notifications)."""
 
@@ -152,6 +164,7 @@ class ChainLog:
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 60.0,
         page_size_max: int = 500,
+        keep_scan_max: int = KEEP_SCAN_MAX,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._uow = uow
@@ -160,6 +173,9 @@ class ChainLog:
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
         self._page_max = page_size_max
+        if isinstance(keep_scan_max, bool) or not isinstance(keep_scan_max, int) or keep_scan_max < 1:
+            raise InvalidInput("keep_scan_max", "must be a positive integer", keep_scan_max)
+        self._keep_scan_max = keep_scan_max
         self._clock = clock
         self._sign_lock = anyio.Lock()
         self._since_signed = 0  # leaves appended by this process since it last signed (a hint)
@@ -624,9 +640,23 @@ class ChainLog:
         until: datetime | int | None = None,
         limit: int = 50,
         offset: int = 0,
+        keep: Keep | None = None,
     ) -> FactPage:
         """Facts matching every given filter exactly, in log order. ``since`` / ``until`` bound the
-        fact timestamp (inclusive / exclusive; aware datetimes or epoch ms). Raises InvalidInput."""
+        fact timestamp (inclusive / exclusive; aware datetimes or epoch ms). Raises InvalidInput.
+
+        ``keep`` (e.g. "its OpenPGP signature verifies"): only the matching facts it keeps count,
+        for ``offset`` and ``limit`` alike, so a page holds up to ``limit`` kept facts and the
+        next page is at ``offset + len(facts)``. The matching rows are read in pages of
+        ``_KEEP_READ_PAGE``, each in a read transaction of its own (no connection is held while
+        ``keep`` runs; the log only grows at its end, so the order is stable), and ``keep`` is
+        awaited one fact at a time, until ``limit + 1`` facts are kept or the rows run out. At
+        most ``keep_scan_max`` matching rows are examined per call (the ones skipped for
+        ``offset`` included): when that bound stops the page short, it holds the kept facts
+        found so far with ``has_more=True`` (never an empty page that says there is more);
+        when it is reached before ``offset`` kept facts were skipped, ``InvalidInput`` names
+        ``offset`` (narrow the query: subject, source, time).
+        """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= self._page_max:
             raise InvalidInput(
                 "limit", f"must be between 1 and {self._page_max} (CHITTY_PAGE_SIZE_MAX)", limit
@@ -651,6 +681,8 @@ class ChainLog:
             conditions.append(columns.timestamp >= _ms("since", since))
         if until is not None:
             conditions.append(columns.timestamp < _ms("until", until))
+        if keep is not None:
+            return await self._query_kept(conditions, keep, limit=limit, offset=offset)
         async with self.reading() as session:
             rows = await store.query_facts(session, conditions, limit=limit + 1, offset=offset)
         return FactPage(
@@ -659,6 +691,46 @@ class ChainLog:
             limit=limit,
             has_more=len(rows) > limit,
         )
+
+    async def _query_kept(self, conditions: list[Any], keep: Keep, *, limit: int, offset: int) -> FactPage:
+        """``query`` with ``keep``: see there. Reads by leaf index (keyset), not by row offset."""
+        columns = ChainFact.__table__.c
+        kept: list[FactRecord] = []
+        skipped = examined = 0
+        after = -1  # the leaf index of the last row examined
+        while len(kept) <= limit:
+            budget = self._keep_scan_max - examined
+            if budget <= 0:
+                if not kept:
+                    raise InvalidInput(
+                        "offset",
+                        f"a filtered query examines at most {self._keep_scan_max} matching facts per call; "
+                        f"they held {skipped} of the {offset} kept facts to skip and none after them: "
+                        "narrow it (subject, predicate, source, start_time/end_time)",
+                        offset,
+                    )
+                return FactPage(facts=tuple(kept), offset=offset, limit=limit, has_more=True)
+            # One row past the bound tells a bound reached from the rows running out with it.
+            want = min(_KEEP_READ_PAGE, budget + 1)
+            async with self.reading() as session:
+                rows = await store.query_facts(
+                    session, [*conditions, columns.leaf_index > after], limit=want, offset=0
+                )
+            for row in rows[:budget]:
+                record = store.record_from_row(row)
+                examined += 1
+                after = record.leaf_index
+                if not await keep(record):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                kept.append(record)
+                if len(kept) > limit:
+                    break
+            if len(rows) < want:
+                break  # the matching rows ran out
+        return FactPage(facts=tuple(kept[:limit]), offset=offset, limit=limit, has_more=len(kept) > limit)
 
     # -- verification (verify.py) -------------------------------------------------------------
 

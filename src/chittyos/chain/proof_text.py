@@ -68,9 +68,18 @@ def format_tlog_proof(index: int, inclusion_proof: Sequence[bytes], checkpoint: 
     """
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 1 << 64:
         raise InvalidInput("index", "must be an integer in [0, 2**64)", index)
+    if isinstance(inclusion_proof, (str, bytes, bytearray)) or not isinstance(inclusion_proof, Sequence):
+        raise InvalidInput("inclusion_proof", f"must be a sequence of {HASH_SIZE}-byte hashes",
+                           type(inclusion_proof).__name__)
     for i, h in enumerate(inclusion_proof):
+        if not isinstance(h, (bytes, bytearray)):
+            raise InvalidInput(f"inclusion_proof[{i}]", f"must be bytes ({HASH_SIZE}-byte hash)", type(h).__name__)
         if len(h) != HASH_SIZE:
             raise InvalidInput(f"inclusion_proof[{i}]", f"must be {HASH_SIZE} bytes", len(h))
+    if not isinstance(checkpoint, str):
+        raise InvalidInput("checkpoint", "must be str: the signed checkpoint note text", type(checkpoint).__name__)
+    if extra is not None and not isinstance(extra, (bytes, bytearray)):
+        raise InvalidInput("extra", "must be bytes or None", type(extra).__name__)
     if not checkpoint or checkpoint.startswith("\n") or not checkpoint.endswith("\n"):
         raise InvalidInput("checkpoint", "must be a signed note: non-empty lines ending in a newline")
     if _CONTROL.search(checkpoint):
@@ -88,6 +97,9 @@ def parse_tlog_proof(text: str) -> TlogProof:
 
     The checkpoint is returned verbatim and is not verified here: use ``verify_tlog_proof``.
     """
+    if not isinstance(text, str):
+        raise InvalidInput("tlog_proof", "must be str: the tlog-proof@v1 text (decode bytes as UTF-8 first)",
+                           type(text).__name__)
     pos = 0
 
     def next_line(what: str) -> str:
@@ -130,15 +142,32 @@ def verify_tlog_proof(text: str, *, verifier: NoteVerifier, leaf: bytes | None =
     Steps: 1. parse the text; 2. open the checkpoint with the log's ``verifier`` and check its
     origin (default: the key name); 3. verify the inclusion proof of the leaf hash at ``index``
     against the checkpoint's size and root (RFC 9162 §2.1.3.2).
-    Raises ProofRejected naming the failed step; InvalidInput unless exactly one of ``leaf`` /
+    Raises ProofRejected naming the failed step; InvalidInput (naming the argument) for an
+    argument of the wrong type (``text`` not str, ``verifier`` not a NoteVerifier, ``leaf`` not
+    bytes, ``leaf_hash`` not 32 bytes, ``origin`` not str) or unless exactly one of ``leaf`` /
     ``leaf_hash`` is given.
     """
+    if not isinstance(text, str):
+        raise InvalidInput("text", "must be str: the tlog-proof@v1 text (decode bytes as UTF-8 first)",
+                           type(text).__name__)
+    if not isinstance(verifier, NoteVerifier):
+        raise InvalidInput("verifier", "must be a NoteVerifier: NoteVerifier.from_vkey(<vkey text>)",
+                           type(verifier).__name__)
+    if origin is not None and not isinstance(origin, str):
+        raise InvalidInput("origin", "must be str or None", type(origin).__name__)
     if leaf is not None and leaf_hash is None:
-        wanted = _leaf_hash(leaf)
+        if not isinstance(leaf, (bytes, bytearray)):
+            raise InvalidInput("leaf", "must be bytes: the leaf's bytes, i.e. its RFC 8785 canonical JSON "
+                               "encoded as UTF-8 (not hex, not a str)", type(leaf).__name__)
+        wanted = _leaf_hash(bytes(leaf))
     elif leaf is None and leaf_hash is not None:
-        wanted = leaf_hash
+        if not isinstance(leaf_hash, (bytes, bytearray)) or len(leaf_hash) != HASH_SIZE:
+            got = len(leaf_hash) if isinstance(leaf_hash, (bytes, bytearray)) else type(leaf_hash).__name__
+            raise InvalidInput("leaf_hash", f"must be {HASH_SIZE} bytes (the RFC 6962 leaf hash, not hex)", got)
+        wanted = bytes(leaf_hash)
     else:
-        raise InvalidInput("leaf", "give exactly one of leaf (entry bytes) or leaf_hash")
+        raise InvalidInput("leaf", "give exactly one of leaf (bytes: the leaf's RFC 8785 canonical JSON) or "
+                           f"leaf_hash ({HASH_SIZE} bytes)")
     # 1.
     try:
         proof = parse_tlog_proof(text)

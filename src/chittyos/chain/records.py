@@ -142,7 +142,7 @@ class ConsistencyProof:
 
 @dataclass(frozen=True)
 class FactPage:
-    """One page of a query, in log order. ``has_more``: a next page (offset + limit) exists."""
+    """One page of a query, in log order. ``has_more``: a next page (at offset + len(facts)) exists."""
 
     facts: tuple[FactRecord, ...]
     offset: int

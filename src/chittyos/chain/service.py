@@ -24,7 +24,7 @@ from chittyos.chain.checks import (
 )
 from chittyos.chain.facts import Fact
 from chittyos.chain.log import ChainLog, FactCheck, Progress
-from chittyos.chain.records import AppendedFact, FactPage, Finding, LogReport, SignedCheckpoint
+from chittyos.chain.records import AppendedFact, FactPage, FactRecord, Finding, LogReport, SignedCheckpoint
 from chittyos.chain.verify import check_log_limits
 from chittyos.db.models import utcnow
 from chittyos.db.uow import UnitOfWork
@@ -165,8 +165,9 @@ class ChainService:
         offset: int,
     ) -> FactPage:
         """Facts matching every filter, in log order; ``start_time``/``end_time`` are epoch ms
-        (inclusive / exclusive). ``verified_only`` keeps, of this page, the facts that carry an
-        OpenPGP signature which verifies now (checked with gpg, not read from a flag). Raises
+        (inclusive / exclusive). With ``verified_only``, only facts that carry an OpenPGP
+        signature which verifies now (checked with gpg, not read from a flag) count, for
+        ``offset`` and ``limit`` too (``ChainLog.query``'s ``keep``: a bounded scan). Raises
         ``InvalidInput``."""
         for name, value in (("start_time", start_time), ("end_time", end_time)):
             if value is not None and (
@@ -184,13 +185,12 @@ class ChainService:
             until=end_time,
             limit=limit,
             offset=offset,
+            keep=self._verifies if verified_only else None,
         )
-        if verified_only:
-            kept = [
-                f for f in page.facts if f.signature is not None and await self._stored_signature(f.values()) is None
-            ]
-            page = dataclasses.replace(page, facts=tuple(kept))
         return page
+
+    async def _verifies(self, record: FactRecord) -> bool:
+        return record.signature is not None and await self._stored_signature(record.values()) is None
 
     async def verify(
         self, fact_ids: Sequence[str], *, verify_signatures: bool = True, cross_reference: bool = True

@@ -37,6 +37,22 @@ LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localho
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 
 
+CHECKPOINT_KEYS = ("ok", "error", "failed_at")
+"""The keys of ``/health``'s ``chain.checkpoint``, every one always present (README)."""
+
+
+def health_report(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` (``App.health``) with ``chain.checkpoint``'s ``error`` and ``failed_at`` always
+    present: null while the last checkpoint attempt succeeded, so a client reads the same keys in
+    either state."""
+    chain = report.get("chain")
+    if isinstance(chain, dict) and isinstance(chain.get("checkpoint"), dict):
+        checkpoint = chain["checkpoint"]
+        chain = {**chain, "checkpoint": {key: checkpoint.get(key) for key in CHECKPOINT_KEYS} | checkpoint}
+        report = {**report, "chain": chain}
+    return report
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -146,7 +162,7 @@ def create_http_app(settings: Settings, *, host: str | None = None, app: App | N
         opened: App | None = state.get("app")
         if opened is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        report = await opened.health()
+        report = health_report(await opened.health())
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     tokens = tuple(t.get_secret_value().encode() for t in settings.chitty_api_tokens)
