@@ -255,10 +255,13 @@ def test_a_command_that_only_reads_refuses_a_missing_data_dir_and_creates_nothin
     typo = tmp_path / "typo"
     env = settings_env(settings) | {"CHITTY_DATA_DIR": str(typo)}
     line = one_line(chittyos(*command, env=env))
-    assert line == (
-        f"chittyos: CHITTY_DATA_DIR: the data directory {typo} does not exist; start the server "
-        "(`chittyos serve`) or run `chittyos keys init` first"
-    )
+    if command[:2] == ["keys", "export"] or not settings.database_url.startswith("sqlite"):
+        steps = "start the server (`chittyos serve`) or run `chittyos keys init` first"
+    else:  # the SQLite file is missing too: both steps, so that following this line is enough
+        steps = (
+            "run `chittyos keys init` and `chittyos db upgrade` first (or start the server once: `chittyos serve`)"
+        )
+    assert line == f"chittyos: CHITTY_DATA_DIR: the data directory {typo} does not exist; {steps}"
     assert not typo.exists()
     if settings.database_url.startswith("sqlite"):
         assert not Path(settings.database_url.removeprefix("sqlite:///")).exists()

@@ -157,7 +157,12 @@ def sealed_columns() -> dict[Table, tuple[str, ...]]:
 
 @asynccontextmanager
 async def open_app(
-    settings: Settings, *, background: bool = False, serving: bool = True, create: bool = True
+    settings: Settings,
+    *,
+    background: bool = False,
+    serving: bool = True,
+    create: bool = True,
+    log_key_check: bool = True,
 ) -> AsyncIterator[App]:
     """Start every part; dispose of them on exit.
 
@@ -171,10 +176,15 @@ async def open_app(
 
     ``create``: make the data directory, its keys and the embedded SQLite database when missing
     (``serve``, ``keys init``, ``exec``). Commands that only read pass False and get a
-    ``ConfigurationError`` naming what is missing instead (``require_existing``).
+    ``ConfigurationError`` naming what is missing instead (``require_existing``); they never
+    create or migrate a schema either: one not at this version's head raises ``SchemaBehind``.
+
+    ``log_key_check``: refuse a database whose log was signed with another log key. Only
+    ``chain verify`` passes False: a changed checkpoint is what it is there to report.
 
     Raises ``SchemaBehind`` when a PostgreSQL schema is older than this version (SQLite, the
-    embedded default, is migrated in place), and ``ConfigurationError`` when this database's log
+    embedded default, is migrated in place when ``create``), ``SchemaAhead`` when it is at a
+    revision this version does not know, and ``ConfigurationError`` when this database's log
     was signed with another log key (another server's data directory).
     """
     if create:
@@ -183,7 +193,7 @@ async def open_app(
         require_existing(settings)
     url = settings.database_url
     sqlite = is_sqlite(url)
-    await anyio.to_thread.run_sync(lambda: ensure_current(url, auto_upgrade=sqlite))
+    await anyio.to_thread.run_sync(lambda: ensure_current(url, auto_upgrade=sqlite, read_only=not create))
     engine = create_engine(url, pool_size=settings.chitty_db_pool_size)
     openai = _openai_provider(settings)
     signer: OpenPGPSigner | None = None
@@ -192,7 +202,8 @@ async def open_app(
             load_or_create_log_key, settings.chitty_data_dir, settings.chitty_log_origin
         )
         # Before the other keys: a replica started on the wrong data directory creates no more.
-        await check_log_key(engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
+        if log_key_check:
+            await check_log_key(engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
         signer = await anyio.to_thread.run_sync(open_signer, settings)
         sealing = await anyio.to_thread.run_sync(open_sealer, settings)
         if sealing.created:
@@ -232,6 +243,9 @@ async def open_app(
 
 
 _FIRST = "start the server (`chittyos serve`) or run `chittyos keys init` first"
+_FIRST_BOTH = (
+    "run `chittyos keys init` and `chittyos db upgrade` first (or start the server once: `chittyos serve`)"
+)
 
 
 def require_existing(
@@ -251,8 +265,11 @@ def require_existing(
     this holds with ``CHITTY_DATABASE_URL`` too. Raises ``ConfigurationError`` naming the path.
     """
     data_dir = settings.chitty_data_dir
+    sqlite_file = _sqlite_file(settings.database_url) if database else None
+    # A missing database too: name both steps, so that following the first message is enough.
+    first = _FIRST_BOTH if sqlite_file is not None and not sqlite_file.exists() else _FIRST
     if not data_dir.is_dir():
-        raise ConfigurationError(f"CHITTY_DATA_DIR: the data directory {data_dir} does not exist; {_FIRST}")
+        raise ConfigurationError(f"CHITTY_DATA_DIR: the data directory {data_dir} does not exist; {first}")
     needed: list[tuple[str, Path]] = []
     if openpgp and settings.pgp_private_key is None and settings.pgp_private_key_file is None:
         needed.append(("OpenPGP keyring", data_dir / "gnupg"))
@@ -262,15 +279,21 @@ def require_existing(
         needed.append(("chain log key", data_dir / LOG_KEY_FILE))
     for what, path in needed:
         if not path.exists():
-            raise ConfigurationError(f"CHITTY_DATA_DIR: no {what} at {path}; {_FIRST}")
-    if database and is_sqlite(settings.database_url):
-        name = make_url(settings.database_url).database
-        if name and name != ":memory:" and not Path(name).exists():
-            variable = "CHITTY_DATABASE_URL" if settings.chitty_database_url else "CHITTY_DATA_DIR"
-            raise ConfigurationError(
-                f"{variable}: no database at {name}; start the server (`chittyos serve`) or run "
-                "`chittyos db upgrade` first"
-            )
+            raise ConfigurationError(f"CHITTY_DATA_DIR: no {what} at {path}; {first}")
+    if sqlite_file is not None and not sqlite_file.exists():
+        variable = "CHITTY_DATABASE_URL" if settings.chitty_database_url else "CHITTY_DATA_DIR"
+        raise ConfigurationError(
+            f"{variable}: no database at {sqlite_file}; start the server (`chittyos serve`) or run "
+            "`chittyos db upgrade` first"
+        )
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of an embedded SQLite database; None for PostgreSQL and in-memory SQLite."""
+    if not is_sqlite(url):
+        return None
+    name = make_url(url).database
+    return Path(name) if name and name != ":memory:" else None
 
 
 async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path) -> None:

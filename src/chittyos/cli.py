@@ -39,6 +39,10 @@ budget_app = typer.Typer(help="Spending limits per user (and model), in USD.", n
 app.add_typer(budget_app, name="budget")
 
 
+_loaded: list[Settings] = []
+"""The settings this command runs with, once loaded: ``main`` names their database in an error."""
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         settings = load_settings(**overrides)
@@ -46,6 +50,7 @@ def _settings(**overrides: Any) -> Settings:
         typer.echo(f"chittyos: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.chitty_log_level, json=settings.chitty_log_json)
+    _loaded[:] = [settings]
     return settings
 
 
@@ -79,11 +84,52 @@ def serve(
     settings = _settings()
     try:
         if http:
-            _serve_http(settings, host or settings.chitty_http_host, port or settings.chitty_http_port)
+            _serve_http(
+                settings,
+                host or settings.chitty_http_host,
+                settings.chitty_http_port if port is None else _port(port),
+            )
         else:
             anyio.run(_serve_stdio, settings)
     except ChittyError as exc:
         raise _fail(exc) from None
+
+
+def _port(port: int) -> int:
+    """``--port`` by the rule of CHITTY_HTTP_PORT; raises ``InvalidInput`` naming the flag."""
+    from pydantic import TypeAdapter, ValidationError
+
+    rule = TypeAdapter(Annotated[int, *Settings.model_fields["chitty_http_port"].metadata])
+    try:
+        return rule.validate_python(port)
+    except ValidationError as exc:
+        raise InvalidInput("--port", exc.errors()[0]["msg"], port) from None
+
+
+def _listen(host: str, port: int) -> list[Any]:
+    """Bind ``host:port`` as uvicorn (asyncio's ``create_server``) would, one socket per address
+    it resolves to. Here, before any key or database is touched: a port in use is one line, not
+    uvicorn's error and the traceback of the task group it ran in. Raises ``ConfigurationError``."""
+    import socket
+
+    bound: list[socket.socket] = []
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in bound:
+            sock.close()
+        reason = exc.strerror or str(exc)
+        reason = reason[:1].lower() + reason[1:]
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {reason}") from None
+    return bound
 
 
 async def _serve_stdio(settings: Settings) -> None:
@@ -109,14 +155,21 @@ def _serve_http(settings: Settings, host: str, port: int) -> None:
     from chittyos.server.http import check_bind
 
     check_bind(settings, host)  # before any key or database is touched
+    sockets = _listen(host, port)
     deferred: list[int] = []
-    anyio.run(_serve_http_async, settings, host, port, deferred)
+    try:
+        anyio.run(_serve_http_async, settings, host, port, deferred, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     if signal.SIGTERM in deferred:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.raise_signal(signal.SIGTERM)
 
 
-async def _serve_http_async(settings: Settings, host: str, port: int, deferred: list[int]) -> None:
+async def _serve_http_async(
+    settings: Settings, host: str, port: int, deferred: list[int], sockets: list[Any]
+) -> None:
     import signal
 
     import uvicorn
@@ -137,12 +190,12 @@ async def _serve_http_async(settings: Settings, host: str, port: int, deferred: 
         handled = (signal.SIGTERM, signal.SIGINT)
         previous = {sig: signal.signal(sig, lambda sig, _frame: deferred.append(sig)) for sig in handled}
         try:
-            await server.serve()  # installs its own handlers; restores ours and re-raises on exit
+            await server.serve(sockets)  # installs its own handlers; restores ours and re-raises on exit
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
     if not server.started:
-        raise SystemExit(3)  # uvicorn said why (the port is taken, ...)
+        raise SystemExit(3)  # uvicorn said why (a port in use was refused before, by _listen)
 
 
 @db_app.command("upgrade")
@@ -341,14 +394,17 @@ def budget_remove(
     typer.echo(f"removed the budget of {user} for {model or 'all models'}")
 
 
-def _with_app(settings: Settings, work: Any, *, create: bool = True) -> Any:
+def _with_app(
+    settings: Settings, work: Any, *, create: bool = True, log_key_check: bool = True
+) -> Any:
     """Open the app as a one-shot command, run ``work(app)``; a ChittyError prints one line and
     exits 2. ``create=False`` (commands that only read, or only change what exists) refuses a
-    data directory no server made instead of creating keys and a database in it."""
+    data directory no server made, and a database not at this version's schema, instead of
+    creating or migrating anything. ``log_key_check=False``: see ``open_app``."""
     from chittyos.app import open_app
 
     async def run() -> Any:
-        async with open_app(settings, serving=False, create=create) as opened:
+        async with open_app(settings, serving=False, create=create, log_key_check=log_key_check) as opened:
             return await work(opened)
 
     try:
@@ -397,7 +453,8 @@ def chain_verify(
                 progress, verify_signatures=not no_signatures, cross_reference=not no_cross_reference
             )
 
-    report = _with_app(settings, run, create=False)
+    # Opened whatever key signed the newest checkpoint: a changed one is a finding to report.
+    report = _with_app(settings, run, create=False, log_key_check=False)
     for finding in report.findings:
         where = ", ".join(
             part
@@ -454,19 +511,94 @@ def _budget_json(view: Any) -> dict[str, Any]:
     return TypeAdapter(type(view)).dump_python(view, mode="json")
 
 
+def _one_error(exc: BaseException) -> BaseException:
+    """The error a task group failed with: a database error among its errors (the others, such
+    as a reader's stream ending, follow from it), else the group's when all it holds are of one
+    kind (two readers of a dropped table), else the group itself."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves: list[BaseException] = []
+
+    def flatten(group: BaseExceptionGroup[BaseException]) -> None:
+        for inner in group.exceptions:
+            flatten(inner) if isinstance(inner, BaseExceptionGroup) else leaves.append(inner)
+
+    flatten(exc)
+    database = [leaf for leaf in leaves if _is_database_error(leaf)]
+    if database:
+        return database[0]
+    return leaves[0] if leaves and len({type(leaf) for leaf in leaves}) == 1 else exc
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """SQLAlchemy's, or a driver's own (the chain's page readers use the driver directly)."""
+    import sqlite3
+
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, (DBAPIError, sqlite3.Error)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    return isinstance(exc, psycopg.Error)
+
+
+_SCHEMA_MISSING = ("no such table", "no such column", "does not exist")
+"""How SQLite and PostgreSQL say a table or column is missing."""
+
+
+def _database_error(exc: Exception) -> str:
+    """One line naming the database (password masked) and what its driver said."""
+    from sqlalchemy.engine import make_url
+
+    from chittyos.db import display_url
+
+    said = str(getattr(exc, "orig", None) or exc).strip()
+    said = (said.splitlines() or [type(exc).__name__])[0][:300]
+    where = ""
+    if _loaded:
+        url = _loaded[0].database_url
+        try:
+            where, password = f" at {display_url(url)}", make_url(url).password
+        except Exception:  # an unparsable URL: name none
+            password = None
+        if password:
+            said = said.replace(str(password), "***")
+    hint = " (run `chittyos db upgrade`?)" if any(words in said for words in _SCHEMA_MISSING) else ""
+    return f"chittyos: database error{where}: {said}{hint}"
+
+
 def main() -> None:
-    """The console script. Anything unexpected (an unreachable database, a full disk) ends in one
-    line on stderr and exit 1; the traceback only with CHITTY_LOG_LEVEL=DEBUG."""
+    """The console script. A database error ends in one line naming the database and exit 2;
+    anything else unexpected (a full disk) in one line on stderr and exit 1; the traceback only
+    with CHITTY_LOG_LEVEL=DEBUG. A task group's errors of one kind count as that error."""
     import logging
     import os
+
+    from click.exceptions import Exit
 
     try:
         app()
     except (SystemExit, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except BaseException as raised:
+        exc = _one_error(raised)
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            raise exc from None
+        if isinstance(exc, Exit):
+            raise SystemExit(exc.exit_code) from None
+        if not isinstance(exc, Exception):
+            raise
         if os.environ.get("CHITTY_LOG_LEVEL", "").upper() == "DEBUG":
-            logging.getLogger("chittyos").exception("unexpected failure")
+            logging.getLogger("chittyos").exception("unexpected failure", exc_info=raised)
+        if isinstance(exc, ChittyError):
+            typer.echo(f"chittyos: {exc}", err=True)
+            raise SystemExit(2) from None
+        if _is_database_error(exc):
+            typer.echo(_database_error(exc), err=True)
+            raise SystemExit(2) from None
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         typer.echo(f"chittyos: {type(exc).__name__}: {first}", err=True)
         raise SystemExit(1) from None

@@ -1,0 +1,243 @@
+"""What the chittyos command says when the database or the port is not what it needs: one line
+naming the problem and exit 2, never a traceback; and commands that only read never create or
+migrate a database. A real subprocess, as tests/test_cli.py."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from chittyos.app import open_app
+from chittyos.config import Settings
+from chittyos.db import display_url, head_revision, upgrade
+from chittyos.db.engine import sync_url
+from chittyos.db.migrate import current_revision
+from tests.conftest import create_database, drop_database
+from tests.server.conftest import free_port, settings_env
+from tests.test_cli import chittyos, one_line
+
+READS = [
+    ["chain", "verify", "--quiet"],
+    ["chain", "proof", "ab" * 32],
+    ["chain", "checkpoint"],
+    ["budget", "show", "--user", "u"],
+]
+
+
+def sql(url: str, *statements: str) -> list[Any]:
+    """Run ``statements`` on the database of ``url``; the rows of the last one (if any)."""
+    engine = create_sync_engine(sync_url(url), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            result = None
+            for statement in statements:
+                result = conn.execute(text(statement))
+            return list(result) if result is not None and result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def blank_url(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database with no schema: a new SQLite path (no file yet), or a new PostgreSQL database."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'blank.db'}"
+        return
+    server: str = request.getfixturevalue("postgres_server_url")
+    name = f"chitty_blank_{uuid.uuid4().hex[:8]}"
+    url = create_database(server, name)
+    try:
+        yield url
+    finally:
+        drop_database(server, name)
+
+
+def _with_keys(make_settings: Any, url: str) -> dict[str, str]:
+    settings: Settings = make_settings(chitty_database_url=url)
+    env = settings_env(settings)
+    done = chittyos("keys", "init", env=env)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+# -- 1. commands that only read never create or migrate ---------------------------------------------
+
+
+def test_read_only_commands_refuse_a_database_without_schema_and_create_none(
+    make_settings: Any, blank_url: str
+) -> None:
+    """An empty SQLite file (or an empty PostgreSQL database) used to be migrated by `chain
+    verify`, which then said "0 leaves ... OK"."""
+    env = _with_keys(make_settings, blank_url)
+    sqlite_file = Path(make_url(blank_url).database or "") if blank_url.startswith("sqlite") else None
+    if sqlite_file is not None:
+        sqlite_file.touch()
+    for command in READS:
+        line = one_line(chittyos(*command, env=env))
+        assert line.startswith(f"chittyos: database at {display_url(blank_url)} has no ChittyOS schema, "), line
+        assert f"this version needs {head_revision()}: run `chittyos db upgrade`" in line, line
+    if sqlite_file is not None:
+        assert sqlite_file.stat().st_size == 0
+    assert current_revision(blank_url) is None
+
+
+def test_read_only_commands_refuse_an_older_schema_instead_of_upgrading_it(
+    make_settings: Any, blank_url: str
+) -> None:
+    env = _with_keys(make_settings, blank_url)
+    upgrade(blank_url, "0003_chain")
+    for command in READS:
+        line = one_line(chittyos(*command, env=env))
+        assert line.startswith(f"chittyos: database at {display_url(blank_url)} has schema revision 0003_chain, ")
+        assert "run `chittyos db upgrade`" in line
+    assert current_revision(blank_url) == "0003_chain"
+    assert chittyos("db", "upgrade", env=env).returncode == 0
+    done = chittyos("chain", "verify", "--quiet", env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stdout + done.stderr
+
+
+# -- 2. chain verify reports a changed checkpoint --------------------------------------------------
+
+
+def _log_with_a_checkpoint(settings: Settings) -> int:
+    async def fill() -> int:
+        async with open_app(settings) as app:
+            for n in range(3):
+                await app.chain.assert_fact(subject=f"contract:{n}", predicate="signed_by", object="acme", source="t")
+            return (await app.chain.log.checkpoint()).tree_size
+
+    return anyio.run(fill)
+
+
+def test_chain_verify_reports_a_checkpoint_whose_key_id_was_changed_and_writers_still_refuse(
+    settings: Settings,
+) -> None:
+    size = _log_with_a_checkpoint(settings)
+    url = settings.database_url
+    (note,) = sql(url, f"SELECT note FROM chitty_chain_checkpoints WHERE tree_size = {size}")[0]
+    head, _, line = note.rstrip("\n").rpartition("\n")
+    prefix, _, signature = line.rpartition(" ")
+    raw = bytearray(base64.b64decode(signature))
+    raw[0] ^= 0x01  # the first byte of the key hash: the note now names another key
+    forged = f"{head}\n{prefix} {base64.b64encode(bytes(raw)).decode()}\n"
+    sql(url, f"UPDATE chitty_chain_checkpoints SET note = '{forged}' WHERE tree_size = {size}")
+    env = settings_env(settings)
+
+    done = chittyos("chain", "verify", "--quiet", env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"MISMATCH checkpoint.signature [checkpoint at size {size}]" in done.stdout, done.stdout
+    assert done.stdout.strip().endswith("FAILED")
+
+    writers = (["serve"], ["chain", "checkpoint"], ["budget", "set", "--user", "u", "--limit", "1", "--window", "day"])
+    for command in writers:
+        line = one_line(chittyos(*command, env=env, stdin=""))
+        assert line.startswith("chittyos: chain log key: this database's log is signed by "), line
+
+
+# -- 3. one line, exit 2 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("port", "rule"), [("99999", "less than or equal to 65535"), ("0", "greater than or equal to 1")]
+)
+def test_serve_http_with_a_port_out_of_range_names_the_flag(settings: Settings, port: str, rule: str) -> None:
+    line = one_line(chittyos("serve", "--http", "--port", port, env=settings_env(settings)))
+    assert line == f"chittyos: --port: Input should be {rule} (got {port})"
+
+
+def test_serve_http_on_a_port_in_use_says_so_in_one_line_before_touching_anything(settings: Settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = one_line(chittyos("serve", "--http", "--port", str(port), env=settings_env(settings)))
+    assert line == f"chittyos: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert list(settings.chitty_data_dir.iterdir()) == []  # no key made, no database opened
+
+
+def test_a_dropped_table_is_one_line_naming_the_database_never_its_password(
+    make_settings: Any, blank_url: str
+) -> None:
+    url = blank_url  # its own database: the session's PostgreSQL one is shared
+    if not url.startswith("sqlite"):  # trust authentication: any password is accepted, and must not show
+        url = make_url(url).set(password="s3cret-pw").render_as_string(hide_password=False)
+    settings: Settings = make_settings(chitty_database_url=url)
+    upgrade(url)
+
+    async def facts() -> str:
+        async with open_app(settings) as app:
+            ids = [
+                (await app.chain.assert_fact(subject=f"contract:{n}", predicate="signed_by", object="a", source="t"))[0]
+                for n in range(8)
+            ]
+            await app.chain.log.checkpoint()
+            return ids[0].fact_id  # its proof needs stored nodes
+
+    fact_id = anyio.run(facts)
+    sql(url, "DROP TABLE chitty_chain_nodes")
+    env = settings_env(settings)
+    for command in (["chain", "verify", "--quiet"], ["chain", "proof", fact_id]):
+        done = chittyos(*command, env=env)
+        line = one_line(done)
+        assert line.startswith(f"chittyos: database error at {display_url(url)}: "), line
+        assert "chitty_chain_nodes" in line and line.endswith("(run `chittyos db upgrade`?)"), line
+        assert "s3cret-pw" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a file only SQLite has
+def test_a_file_that_is_not_a_database_is_named(settings: Settings) -> None:
+    env = settings_env(settings)
+    assert chittyos("keys", "init", env=env).returncode == 0
+    path = Path(settings.database_url.removeprefix("sqlite:///"))
+    path.write_text("junk\n")
+    for command in (["chain", "verify", "--quiet"], ["serve"], ["db", "upgrade"]):
+        line = one_line(chittyos(*command, env=env, stdin=""))
+        assert line == f"chittyos: database error at sqlite:///{path}: file is not a database", line
+    assert path.read_text() == "junk\n"
+
+
+def test_a_schema_revision_from_a_newer_version_is_named_as_such(make_settings: Any, blank_url: str) -> None:
+    settings: Settings = make_settings(chitty_database_url=blank_url)  # not the shared database
+    env = settings_env(settings)
+    assert chittyos("keys", "init", env=env).returncode == 0
+    upgrade(settings.database_url)
+    sql(settings.database_url, "UPDATE alembic_version SET version_num = '0003_x'")
+    for command in (["chain", "verify", "--quiet"], ["serve"], ["db", "upgrade"], ["budget", "show", "--user", "u"]):
+        line = one_line(chittyos(*command, env=env, stdin=""))
+        assert line.startswith(
+            f"chittyos: database at {display_url(settings.database_url)}: its schema revision 0003_x is unknown "
+            "to this version of chittyos"
+        ), line
+        assert "written by a newer version?" in line
+    assert current_revision(settings.database_url) == "0003_x"
+
+
+# -- 4. the first message names every step -----------------------------------------------------------
+
+
+def test_a_missing_data_dir_and_database_name_both_steps_and_following_them_is_enough(tmp_path: Path) -> None:
+    import os
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHITTY_", "OPENAI_", "PGP_"))}
+    env |= {"CHITTY_DATA_DIR": str(data), "CHITTY_LOG_LEVEL": "WARNING"}
+    line = one_line(chittyos("chain", "verify", "--quiet", env=env))
+    assert line == (
+        f"chittyos: CHITTY_DATA_DIR: the data directory {data} does not exist; run `chittyos keys init` and "
+        "`chittyos db upgrade` first (or start the server once: `chittyos serve`)"
+    )
+    assert chittyos("keys", "init", env=env).returncode == 0
+    assert chittyos("db", "upgrade", env=env).returncode == 0
+    done = chittyos("chain", "verify", "--quiet", env=env)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr
