@@ -425,3 +425,21 @@ def test_of_two_processes_with_different_log_keys_opening_one_database_at_once_o
     assert sorted(code for code, _ in done) == [0, 2], done
     refused = next(err for code, err in done if code == 2)
     assert "servers sharing a database must share the data directory's chain/log.key" in refused
+
+
+def test_keys_init_does_not_make_a_new_log_key_for_a_log_another_key_signed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHITTY_", "OPENAI_", "PGP_"))}
+    env |= {"CHITTY_DATA_DIR": str(tmp_path / "data"), "CHITTY_LOG_LEVEL": "WARNING"}
+    assert chittyos("keys", "init", env=env).returncode == 0
+    assert chittyos("db", "upgrade", env=env).returncode == 0
+    signed = chittyos("chain", "checkpoint", env=env)
+    assert signed.returncode == 0, signed.stderr
+    key = tmp_path / "data" / "chain" / "log.key"
+    name = key.read_text().split("+")[2]  # PRIVATE+KEY+<name>+<key id>+<key>
+    key.unlink()  # the keys were lost; following "run `chittyos keys init`" must not hide that
+    refused = chittyos("keys", "init", env=env)
+    line = one_line(refused)
+    assert refused.returncode == 2
+    assert line.startswith(f"chittyos: CHITTY_DATA_DIR: {key} does not exist, but the database"), line
+    assert f"holds a log signed by {name}+" in line and "Restore the data directory's chain/log.key" in line
+    assert not key.exists()

@@ -53,6 +53,7 @@ from chittyos.db import (
     is_sqlite,
     make_session_factory,
 )
+from chittyos.db.engine import sync_url
 from chittyos.errors import ChittyError, ConfigurationError, ProofRejected
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
 from chittyos.db.models import Base, SecureExecution
@@ -286,6 +287,30 @@ def require_existing(
             f"{variable}: no database at {sqlite_file}; start the server (`chittyos serve`) or run "
             "`chittyos db upgrade` first"
         )
+
+
+def log_signers_of_existing_database(settings: Settings) -> list[str]:
+    """``name+keyid`` of the keys that signed the newest checkpoint of the database ``settings``
+    name, if it exists and holds one; else ``[]`` (no database, no log yet, unreachable).
+    Blocking, and creates nothing: an embedded SQLite file that does not exist is not opened."""
+    from sqlalchemy import create_engine as create_sync_engine
+    from sqlalchemy.pool import NullPool
+
+    url = settings.database_url
+    sqlite_file = _sqlite_file(url)
+    if is_sqlite(url) and (sqlite_file is None or not sqlite_file.exists()):
+        return []
+    engine = create_sync_engine(sync_url(url), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            note = connection.execute(
+                text("SELECT note FROM chitty_chain_checkpoints ORDER BY tree_size DESC LIMIT 1")
+            ).scalar()
+    except DBAPIError:
+        return []
+    finally:
+        engine.dispose()
+    return note_signers(note) if isinstance(note, str) else []
 
 
 def _sqlite_file(url: str) -> Path | None:

@@ -271,11 +271,27 @@ def claude_config() -> None:
 
 @keys_app.command("init")
 def keys_init() -> None:
-    """Create (or load) the signing and encryption keys in the data directory; print what is in use."""
+    """Create (or load) the signing and encryption keys in the data directory; print what is in use.
+    Refuses to create a log key for a database whose log another key signed (keys lost)."""
+    from chittyos.app import log_signers_of_existing_database
     from chittyos.chain import load_or_create_log_key
+    from chittyos.chain.keys import LOG_KEY_FILE
+    from chittyos.db import display_url
     from chittyos.signing import open_sealer, open_signer
 
     settings = _settings()
+    if not (settings.chitty_data_dir / LOG_KEY_FILE).exists():
+        signers = log_signers_of_existing_database(settings)
+        if signers:  # a new log key could never continue that log: the keys were lost
+            raise _fail(
+                ConfigurationError(
+                    f"CHITTY_DATA_DIR: {settings.chitty_data_dir / LOG_KEY_FILE} does not exist, but the "
+                    f"database at {display_url(settings.database_url)} holds a log signed by "
+                    f"{', '.join(signers)}: a new key could not continue it. Restore the data "
+                    "directory's chain/log.key (with gnupg/ and encryption.key) from a backup, or "
+                    "point CHITTY_DATABASE_URL at another database"
+                )
+            ) from None
     settings.chitty_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         signer = open_signer(settings)
@@ -545,8 +561,8 @@ def _is_database_error(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error)
 
 
-_SCHEMA_MISSING = ("no such table", "no such column", "does not exist")
-"""How SQLite and PostgreSQL say a table or column is missing."""
+_SCHEMA_MISSING = ("no such table", "no such column", 'relation "', 'column "')
+"""How SQLite and PostgreSQL say a table or column is missing (not a database: upgrade cannot make one)."""
 
 
 def _database_error(exc: Exception) -> str:
@@ -566,7 +582,8 @@ def _database_error(exc: Exception) -> str:
             password = None
         if password:
             said = said.replace(str(password), "***")
-    hint = " (run `chittyos db upgrade`?)" if any(words in said for words in _SCHEMA_MISSING) else ""
+    missing = any(words in said for words in _SCHEMA_MISSING) and ("does not exist" in said or "no such" in said)
+    hint = " (run `chittyos db upgrade`?)" if missing else ""
     return f"chittyos: database error{where}: {said}{hint}"
 
 

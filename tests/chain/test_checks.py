@@ -186,8 +186,9 @@ async def test_the_full_verify_refuses_facts_naming_executions_the_server_did_no
         execution_fact(real.upper()),  # the id in another spelling is another id
         execution_fact(real.replace("-", "")),
         execution_fact(real, predicate="approved_by", object="user:mallory"),
-        execution_fact(real, source="chittyos:verified"),
+        execution_fact(real, predicate="case", source="chittyos:verified"),
         execution_fact(real, subject="contract:9"),
+        execution_fact(real),  # a second answer for an execution that has one
         Fact.at(NOW, subject="contract:9", predicate="signed_by", object="x", source="s", evidence_id="ev-1"),
     ]
     placed = await app.chain.log.append_now(forged)
@@ -202,15 +203,17 @@ async def test_the_full_verify_refuses_facts_naming_executions_the_server_did_no
         "its predicate 'approved_by' is not one the server records of an execution",
         f"execution {real} ran at security level 'standard' (source 'chittyos:standard'), "
         "the fact's source is 'chittyos:verified'",
-        f"its subject is 'contract:9', not 'execution:{real}'",
+        f"its subject is 'contract:9', not 'execution:{real}'; "
+        f"execution {real} has an earlier 'completed' fact: the server writes one",
+        f"execution {real} has an earlier 'completed' fact: the server writes one",
         "names evidence ev-1, but this server keeps no evidence records yet",
     ]
-    assert report.counts == {"fact.cross_reference": 7} and not report.ok
+    assert report.counts == {"fact.cross_reference": 8} and not report.ok
 
     # Findings beyond max_findings are counted, not kept; the check can be left out.
     capped = await app.chain.verify_log(page_size=4, max_findings=2)
-    assert len(capped.findings) == 2 and capped.findings_dropped == 5
-    assert capped.counts == {"fact.cross_reference": 7}
+    assert len(capped.findings) == 2 and capped.findings_dropped == 6
+    assert capped.counts == {"fact.cross_reference": 8}
     assert (await app.chain.verify_log(page_size=4, cross_reference=False)).ok
 
 

@@ -169,8 +169,8 @@ async def execution_references(uow: UnitOfWork, *, limit: int) -> tuple[list[Fin
     only because of the row it names; a full verify therefore checks, in one statement over the
     log, that each execution fact names an execution that exists, has the subject
     ``execution:<id>`` and a predicate in ``EXECUTION_PREDICATES``, and the source
-    ``chittyos:<the row's security_level>``; and that no fact names evidence (this server keeps
-    no evidence records yet). What each fact says of its row (hashes, user, model) is compared
+    ``chittyos:<the row's security_level>``, and is the first with its predicate for that
+    execution; and that no fact names evidence (this server keeps no evidence records yet). What each fact says of its row (hashes, user, model) is compared
     by ``cross_reference_check`` (``chitty_chain_verify``), which unseals the row.
 
     On SQLite the statement runs outside a transaction (``UnitOfWork.peek_sqlite``): a session
@@ -207,17 +207,29 @@ def _wrong_references(*, sqlite: bool) -> Select[Any]:
         )
     else:  # PostgreSQL's uuid text is the dashed lowercase form
         same_id = cast(executions.id, SqlString) == facts.execution_id
+    earlier = ChainFact.__table__.alias("earlier").c
+    repeated = (  # the server records each predicate of an execution once
+        select(earlier.leaf_index)
+        .where(
+            earlier.execution_id == facts.execution_id,
+            earlier.predicate == facts.predicate,
+            earlier.leaf_index < facts.leaf_index,
+        )
+        .exists()
+    )
     wrong = or_(
         facts.evidence_id.is_not(None),
         executions.id.is_(None),
         facts.subject != literal("execution:") + facts.execution_id,
         facts.predicate.not_in(EXECUTION_PREDICATES),
         facts.source != literal("chittyos:") + executions.security_level,
+        repeated,
     )
     return (
         select(
             facts.leaf_index, facts.id, facts.execution_id, facts.evidence_id, facts.subject,
             facts.predicate, facts.source, executions.id.is_not(None), executions.security_level,
+            repeated,
         )  # fmt: skip
         .select_from(ChainFact.__table__.outerjoin(SecureExecution.__table__, same_id))
         .where(or_(facts.execution_id.is_not(None), facts.evidence_id.is_not(None)), wrong)
@@ -234,6 +246,7 @@ def _reference_finding(
     source: str,
     exists: bool,
     level: str | None,
+    repeated: bool,
 ) -> Finding:
     if evidence_id is not None:
         problem = f"names evidence {evidence_id}, but this server keeps no evidence records yet"
@@ -241,6 +254,8 @@ def _reference_finding(
         problem = f"names execution {execution_id}, which does not exist"
     else:
         problems = _shape_problems(subject, predicate, execution_id)
+        if repeated:
+            problems.append(f"execution {execution_id} has an earlier {predicate!r} fact: the server writes one")
         if source != f"chittyos:{level}":
             problems.append(
                 f"execution {execution_id} ran at security level {level!r} (source "

@@ -143,7 +143,7 @@ class ChainService:
         assertions. Logging the same statement twice in the same millisecond returns the first
         place (``existed``)."""
         for field, value, prefix in (("source", source, "chittyos:"), ("subject", subject, "execution:")):
-            if isinstance(value, str) and value.casefold().startswith(prefix):
+            if isinstance(value, str) and value.strip().casefold().startswith(prefix):
                 rule = f"must not start with {prefix!r}: it marks the facts the server writes of its executions"
                 raise InvalidInput(field, rule, value)
         fact = Fact.at(self._clock(), subject=subject, predicate=predicate, object=object, source=source)
