@@ -13,18 +13,15 @@ from typing import Any
 
 import anyio
 import pytest
-from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
 from chittyos.app import open_app
 from chittyos.config import Settings
 from chittyos.db import display_url, head_revision, upgrade
-from chittyos.db.engine import sync_url
-from chittyos.db.migrate import current_revision
+from chittyos.db.migrate import current_revision, sync_engine
 from tests.conftest import create_database, drop_database
-from tests.server.conftest import free_port, settings_env
+from tests.server.conftest import settings_env
 from tests.test_cli import chittyos, one_line
 
 READS = [
@@ -37,7 +34,7 @@ READS = [
 
 def sql(url: str, *statements: str) -> list[Any]:
     """Run ``statements`` on the database of ``url``; the rows of the last one (if any)."""
-    engine = create_sync_engine(sync_url(url), poolclass=NullPool)
+    engine = sync_engine(url, configure=False)
     try:
         with engine.begin() as conn:
             result = None

@@ -53,7 +53,7 @@ from chittyos.db import (
     is_sqlite,
     make_session_factory,
 )
-from chittyos.db.engine import sync_url
+from chittyos.db.migrate import sync_engine
 from chittyos.errors import ChittyError, ConfigurationError, ProofRejected
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
 from chittyos.db.models import Base, SecureExecution
@@ -293,14 +293,11 @@ def log_signers_of_existing_database(settings: Settings) -> list[str]:
     """``name+keyid`` of the keys that signed the newest checkpoint of the database ``settings``
     name, if it exists and holds one; else ``[]`` (no database, no log yet, unreachable).
     Blocking, and creates nothing: an embedded SQLite file that does not exist is not opened."""
-    from sqlalchemy import create_engine as create_sync_engine
-    from sqlalchemy.pool import NullPool
-
     url = settings.database_url
     sqlite_file = _sqlite_file(url)
     if is_sqlite(url) and (sqlite_file is None or not sqlite_file.exists()):
         return []
-    engine = create_sync_engine(sync_url(url), poolclass=NullPool)
+    engine = sync_engine(url, configure=False)
     try:
         with engine.connect() as connection:
             note = connection.execute(

@@ -89,7 +89,7 @@ from chittyos.chain.records import (
     SignedCheckpoint,
     VerifyReport,
 )
-from chittyos.chain.verify import verify_facts
+from chittyos.chain.verify import check_log_limits, verify_facts
 from chittyos.chain.verify import verify_log as recompute_log
 from chittyos.db.models import ChainFact, utcnow
 from chittyos.db.uow import UnitOfWork
@@ -173,8 +173,7 @@ class ChainLog:
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
         self._page_max = page_size_max
-        if isinstance(keep_scan_max, bool) or not isinstance(keep_scan_max, int) or keep_scan_max < 1:
-            raise InvalidInput("keep_scan_max", "must be a positive integer", keep_scan_max)
+        check_log_limits(keep_scan_max=keep_scan_max)
         self._keep_scan_max = keep_scan_max
         self._clock = clock
         self._sign_lock = anyio.Lock()

@@ -27,6 +27,7 @@ __all__ = [
     "current_revision",
     "ensure_current",
     "head_revision",
+    "sync_engine",
     "upgrade",
 ]
 
@@ -48,7 +49,9 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def _sync_engine(url: str, *, configure: bool = True):
+def sync_engine(url: str, *, configure: bool = True):
+    """A blocking engine without a pool, for one-shot work outside the app's async engine.
+    ``configure=False`` only reads: not even SQLite's switch to WAL, which writes the file."""
     engine = create_sync_engine(sync_url(url), poolclass=NullPool)
     if configure and is_sqlite(url):
         configure_sqlite(engine)
@@ -59,7 +62,7 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Run migrations up to ``revision`` (blocking; call from a worker thread in async code).
 
     Raises ``SchemaAhead`` when the database is at a revision this version does not know."""
-    engine = _sync_engine(url)
+    engine = sync_engine(url)
     try:
         with engine.connect() as connection:
             _check_known(url, MigrationContext.configure(connection).get_current_revision())
@@ -105,7 +108,7 @@ def head_revision() -> str:
 
 def current_revision(url: str) -> str | None:
     """Only reads: not even SQLite's switch to WAL, which would write an empty file's header."""
-    engine = _sync_engine(url, configure=False)
+    engine = sync_engine(url, configure=False)
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
