@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import traceback
+import types
 from collections.abc import Callable
 
 import pytest
@@ -241,6 +243,38 @@ async def test_an_error_in_on_delta_propagates_unchanged(
             await provider.stream(ask(), refuse)
         # the connection was released: the provider still works
         assert (await provider.complete(ask())).text == ECHO
+
+
+async def test_an_error_in_on_delta_leaves_no_stream_generator_for_the_collector(
+    openai_server: OpenAIServer, make_provider: MakeProvider
+) -> None:
+    # Broken off mid-answer, the SDK's stream is a dozen suspended async generators (openai's SSE
+    # decoder down to httpcore's body reader). asyncio's collector hook closes each in a task of
+    # its own; closed in the wrong order they fail with "aclose(): asynchronous generator is
+    # already running", which once surfaced as an unraisable exception in an unrelated test.
+    def suspended_client_generators() -> list[str]:
+        return [
+            obj.ag_code.co_qualname
+            for obj in gc.get_objects()
+            if isinstance(obj, types.AsyncGeneratorType)
+            and obj.ag_frame is not None
+            and "site-packages" in obj.ag_code.co_filename
+            and any(lib in obj.ag_code.co_filename for lib in ("/openai/", "/httpx", "/httpcore"))
+        ]
+
+    async def refuse(delta: str) -> None:
+        raise LookupError(delta)
+
+    openai_server.enqueue(Reply(text=" ".join(["word"] * 20_000)))  # more than one read holds
+    gc.collect()
+    gc.disable()  # so that only the provider can finish them
+    try:
+        async with make_provider() as provider:
+            with pytest.raises(LookupError):
+                await provider.stream(ask(), refuse)
+            assert suspended_client_generators() == []
+    finally:
+        gc.enable()
 
 
 async def test_stream_errors_before_the_first_chunk_are_status_errors(

@@ -38,6 +38,7 @@ own exception may quote the upstream body.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
@@ -46,7 +47,9 @@ from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import openai
+from openai import AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.completion_usage import CompletionUsage
 
@@ -264,21 +267,22 @@ class OpenAIProvider:
             )
 
         try:
-            async with stream:
-                async for chunk in stream:
-                    if not isinstance(chunk, ChatCompletionChunk):  # pragma: no cover - SDK contract
+            # anext, not ``async for``: the SDK's __aiter__ wrapper would be one more generator
+            # left suspended when on_delta raises (see _release).
+            while (chunk := await anext(stream, None)) is not None:
+                if not isinstance(chunk, ChatCompletionChunk):  # pragma: no cover - SDK contract
+                    continue
+                model = chunk.model or model
+                request_id = request_id or chunk.id or None
+                for choice in chunk.choices:
+                    if choice.index != 0:
                         continue
-                    model = chunk.model or model
-                    request_id = request_id or chunk.id or None
-                    for choice in chunk.choices:
-                        if choice.index != 0:
-                            continue
-                        if choice.delta.content:
-                            parts.append(choice.delta.content)
-                            await on_delta(choice.delta.content)
-                        finish_reason = choice.finish_reason or finish_reason
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        await on_delta(choice.delta.content)
+                    finish_reason = choice.finish_reason or finish_reason
+                if chunk.usage is not None:
+                    usage = _usage(chunk.usage)
         except (ValueError, TypeError, AttributeError) as exc:  # a chunk the SDK could not parse
             raise StreamInterrupted(
                 f"{self.name}: the stream from {self._host} broke off after "
@@ -293,6 +297,8 @@ class OpenAIProvider:
                 provider=self.name,
                 partial=partial(),
             ) from _cause(exc)
+        finally:
+            await _release(stream)
         if finish_reason is None:
             got = _count(len(parts), "text delta")
             raise StreamInterrupted(
@@ -405,6 +411,26 @@ class OpenAIProvider:
             text = text.replace(self._key, "***")
         text = _BEARER.sub("Bearer ***", _KEYLIKE.sub(r"\1-***", text))
         return text if len(text) <= _REASON_LIMIT else text[: _REASON_LIMIT - 3] + "..."
+
+
+async def _release(stream: AsyncStream[ChatCompletionChunk]) -> None:
+    """Close the response, then run the SDK's generator chain to its end.
+
+    Leaving the loop early (on_delta raised, a chunk was malformed) leaves a dozen async
+    generators suspended (openai's SSE decoder down to httpcore's body reader). Closing the
+    response alone does not finish them, so asyncio's collector hook would, later and in no set
+    order, each in a task of its own: closing one whose close awaits another being closed raises
+    "aclose(): asynchronous generator is already running" as an unraisable exception, in
+    whatever test runs then. Reading on after the close hands back at most what was already
+    buffered and then raises, which ends every generator in order, here. (After a whole answer
+    the SDK still leaves the lower ones suspended, but their close awaits nothing.) Shielded,
+    so that a cancelled caller still releases the connection.
+    """
+    with anyio.CancelScope(shield=True):
+        await stream.close()
+        with contextlib.suppress(Exception):
+            while await anext(stream, None) is not None:
+                pass
 
 
 def _usage(usage: CompletionUsage | None) -> TokenUsage | None:
