@@ -211,13 +211,9 @@ class ChainLog:
         non-Fact, ``IntegrityError`` for a fork or a missing stored node, ``ConfigurationError``
         when the database's log has another origin.
         """
-        if not facts:
+        unique = _unique(facts)
+        if not unique:
             return []
-        unique: dict[str, Fact] = {}
-        for n, fact in enumerate(facts):
-            if not isinstance(fact, Fact):
-                raise InvalidInput(f"facts[{n}]", "must be a chittyos.chain.Fact", type(fact).__name__)
-            unique.setdefault(fact.fact_id, fact)
         # PostgreSQL: this process's appends take turns, so each can guess the head the previous
         # one left and write it with the statement that takes the lock (one round trip).
         turn = store.is_postgres(session) and await self._take_turn(len(unique))
@@ -230,7 +226,7 @@ class ChainLog:
             self._inflight -= 1
             if turn:
                 self._turn.release()
-        return [AppendedFact(i, placed[i], i in placed.existed) for i in (f.fact_id for f in facts)]
+        return _appended(facts, placed)
 
     async def _take_turn(self, batch: int) -> bool:
         """Whether this append got its turn (then it guesses; release ``self._turn`` after).
@@ -254,9 +250,49 @@ class ChainLog:
         return False
 
     async def append_now(self, facts: Sequence[Fact]) -> list[AppendedFact]:
-        """``append`` in a transaction of its own, committed on return (a standalone tool call)."""
+        """``append`` in a transaction of its own, committed on return (a standalone tool call).
+
+        PostgreSQL: when this process knows the head, the guessed leaves go in one autocommit
+        statement, one round trip in all (a transaction would add BEGIN and COMMIT). When the
+        guess does not hold (another process appended, a fact is stored already) that statement
+        writes nothing and the append runs as ``append`` does, in a transaction.
+        """
+        unique = _unique(facts)
+        if not unique:
+            return []
+        placed = await self._append_alone(unique)
+        if placed is not None:
+            return _appended(facts, placed)
         async with self._writing() as session:
             return await self.append(session, facts)
+
+    async def _append_alone(self, unique: dict[str, Fact]) -> _Placed | None:
+        """The places of ``unique`` if the guessed head held and they are written; else None with
+        nothing written (the lock was the statement's own and is released)."""
+        if not (self._uow.is_postgres and self._hint) or not await self._take_turn(len(unique)):
+            return None
+        self._inflight += 1
+        try:
+            if self._hint is None:  # the append ahead of this one failed
+                return None
+            guess = _leaves(*self._hint, list(unique.values()))
+            self._hint = None
+            with anyio.CancelScope(shield=True):  # see _writing
+                async with self._uow.postgres_autocommit() as raw:
+                    if raw is None:
+                        return None
+                    with _conflicts(guess):
+                        locked = await store.pg_lock_head(
+                            raw, list(unique), guess=guess, origin=self.origin, now=self._clock()
+                        )
+            if locked is None or not locked.written:
+                return None
+            placed = _Placed({})
+            self._hint = self._placed(placed, guess)
+            return placed
+        finally:
+            self._inflight -= 1
+            self._turn.release()
 
     async def _place(
         self, session: AsyncSession, unique: dict[str, Fact], guess: store.Leaves | None
@@ -286,11 +322,16 @@ class ChainLog:
                 written = await store.write_leaves(session, locked, leaves, now=now, check=check)
             if not written:
                 raise await self._bad_peak(session, locked.tree_size, check)
+        return placed, self._placed(placed, leaves)
+
+    def _placed(self, placed: _Placed, leaves: store.Leaves) -> tuple[int, bytes]:
+        """Count ``leaves`` as written (in ``placed`` and towards the next checkpoint); the head
+        after them."""
         placed.update((row[0], row[1]) for row in leaves.facts)
         self._since_signed += len(leaves.facts)
         if self._since_signed >= self._every:
             self._due.set()
-        return placed, (leaves.tree_size, leaves.peaks)
+        return leaves.tree_size, leaves.peaks
 
     @staticmethod
     async def _bad_peak(
@@ -753,6 +794,21 @@ class ChainLog:
         return await recompute_log(
             self, progress=progress, signatures=signatures, page_size=page_size, max_findings=max_findings
         )
+
+
+def _unique(facts: Sequence[Fact]) -> dict[str, Fact]:
+    """``{fact id: fact}`` of ``facts``, first of each id kept, in order. Raises ``InvalidInput``
+    for a non-Fact."""
+    unique: dict[str, Fact] = {}
+    for n, fact in enumerate(facts):
+        if not isinstance(fact, Fact):
+            raise InvalidInput(f"facts[{n}]", "must be a chittyos.chain.Fact", type(fact).__name__)
+        unique.setdefault(fact.fact_id, fact)
+    return unique
+
+
+def _appended(facts: Sequence[Fact], placed: _Placed) -> list[AppendedFact]:
+    return [AppendedFact(i, placed[i], i in placed.existed) for i in (f.fact_id for f in facts)]
 
 
 class _Placed(dict[str, int]):

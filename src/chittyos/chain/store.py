@@ -62,6 +62,7 @@ __all__ = [
     "lock_head",
     "node_ranges",
     "nodes",
+    "pg_lock_head",
     "query_facts",
     "record_from_row",
     "stray_facts",
@@ -214,6 +215,20 @@ async def lock_head(
             return None
         tree_size, origin, peaks, stored = rows[0]
         return LockedHead(tree_size, origin, bytes(peaks), json.loads(stored) if stored else {}, False, raw)
+    return await pg_lock_head(raw, fact_ids, guess=guess, origin=origin, now=now)
+
+
+async def pg_lock_head(
+    raw: Any,
+    fact_ids: Sequence[str],
+    *,
+    guess: Leaves | None = None,
+    origin: str = "",
+    now: datetime | None = None,
+) -> LockedHead | None:
+    """``lock_head`` on a psycopg connection ``raw``: in its transaction, or, in autocommit mode,
+    as a transaction of its own (the lock is gone when it returns: only a ``written`` guess is
+    then any use)."""
     ids = "{" + ",".join(fact_ids) + "}"  # 64 hex digits each: an array literal that needs no quoting
     if guess is None:
         cursor = await raw.execute(_PG_LOCK_HEAD, (ids,))

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from psycopg.pq import TransactionStatus
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 __all__ = ["UnitOfWork"]
@@ -26,6 +27,40 @@ class UnitOfWork:
         self._factory = session_factory
         bind = session_factory.kw.get("bind")
         self._sqlite = bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite" else None
+        self._postgres = bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql" else None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self._postgres is not None
+
+    @asynccontextmanager
+    async def postgres_autocommit(self) -> AsyncIterator[Any | None]:
+        """On PostgreSQL, a pooled psycopg ``AsyncConnection`` in autocommit mode: each statement
+        is a transaction of its own, with no BEGIN and COMMIT round trips around it. None on any
+        other database.
+
+        For a write that is one statement and needs nothing after it (an append that guessed the
+        head: ``ChainLog.append_now``). Autocommit is switched off again before the connection
+        goes back to the pool; a connection left inside a transaction by an error is closed.
+        """
+        if self._postgres is None:
+            yield None
+            return
+        connection = await self._postgres.connect()
+        try:
+            raw = (await connection.get_raw_connection()).driver_connection
+            await raw.set_autocommit(True)
+            try:
+                yield raw
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if raw.info.transaction_status == TransactionStatus.IDLE and not raw.closed:
+                        await raw.set_autocommit(False)
+                    else:  # cut off mid-statement: the pool must not hand it out again
+                        await connection.invalidate()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await connection.close()
 
     async def peek_sqlite(self, statement: str, params: Sequence[Any]) -> list[Any] | None:
         """On SQLite, the rows of one read ``statement`` (driver SQL, ``?`` parameters) run on a

@@ -1,0 +1,184 @@
+"""``ChainLog.append_now``, the standalone append a tool call makes: on PostgreSQL one autocommit
+statement when the guessed head holds, a transaction when it does not; on SQLite always a
+transaction. Either way: gapless indices, one tree, nothing written by a refused append, and the
+pooled connection handed back as the pool expects it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import anyio
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from chittyos.chain import ChainLog, Fact, store
+from chittyos.db import UnitOfWork
+from chittyos.db.models import ChainFact
+from chittyos.errors import IntegrityError
+from tests.chain.conftest import LOG_KEY, make_fact
+from tests.chain.test_append import reference_nodes, stored_nodes
+from tests.chain.test_log import mth, stored_leaves
+
+pytestmark = pytest.mark.anyio
+
+
+class Alone:
+    """Counts the autocommit statements ``append_now`` sends and how many of them wrote."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sent = self.written = 0
+        pg_lock_head = store.pg_lock_head
+
+        async def counting(raw: object, *args: object, **kwargs: object) -> store.LockedHead | None:
+            self.sent += bool(getattr(raw, "autocommit", False))
+            locked = await pg_lock_head(raw, *args, **kwargs)  # type: ignore[arg-type]
+            self.written += bool(getattr(raw, "autocommit", False) and locked is not None and locked.written)
+            return locked
+
+        monkeypatch.setattr(store, "pg_lock_head", counting)
+
+
+async def indices(uow: UnitOfWork) -> list[int]:
+    async with uow.read() as session:
+        return list(await session.scalars(select(ChainFact.leaf_index).order_by(ChainFact.leaf_index)))
+
+
+async def pooled_connections_are_as_the_pool_expects(engine: AsyncEngine) -> None:
+    """Every connection the pool holds: not in autocommit, not inside a transaction."""
+    if engine.dialect.name != "postgresql":
+        return
+    connections = [await engine.connect() for _ in range(engine.pool.checkedin())]
+    try:
+        for connection in connections:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert raw.autocommit is False
+            assert raw.info.transaction_status.name == "IDLE"
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def test_after_the_first_each_append_now_is_one_autocommit_statement_on_postgres(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alone = Alone(monkeypatch)
+    facts = [make_fact(n) for n in range(20)]
+    placed = [await chain.append_now([fact]) for fact in facts[:15]]
+    placed.append(await chain.append_now(facts[15:]))  # a batch goes alone too
+    postgres = engine.dialect.name == "postgresql"
+    # The first knows no head to guess; SQLite has no autocommit path (its lock is per transaction).
+    assert (alone.sent, alone.written) == ((15, 15) if postgres else (0, 0))
+    assert [p.leaf_index for batch in placed for p in batch] == list(range(20))
+    assert not any(p.existed for batch in placed for p in batch)
+    leaves = [f.leaf_bytes() for f in facts]
+    assert await stored_leaves(uow) == leaves and await stored_nodes(uow) == reference_nodes(leaves)
+    report = await chain.verify_log()
+    assert report.ok and bytes.fromhex(report.root) == mth(leaves)
+    await pooled_connections_are_as_the_pool_expects(engine)
+
+
+async def test_a_stored_fact_is_not_appended_again_and_a_stale_guess_goes_on_in_a_transaction(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c, d = (make_fact(n) for n in range(4))
+    await chain.append_now([a])
+    alone = Alone(monkeypatch)
+    again = await chain.append_now([a, b])  # the guess holds a new: not written, then placed
+    assert [(p.leaf_index, p.existed) for p in again] == [(0, True), (1, False)]
+    other = ChainLog(uow=uow, signer=LOG_KEY)  # another process appends: this one's guess is stale
+    assert [p.leaf_index for p in await other.append_now([c])] == [2]
+    assert [p.leaf_index for p in await chain.append_now([d])] == [3]
+    if engine.dialect.name == "postgresql":
+        assert (alone.sent, alone.written) == (2, 0)
+    assert await indices(uow) == [0, 1, 2, 3]
+    assert (await chain.verify_log()).ok
+    await pooled_connections_are_as_the_pool_expects(engine)
+
+
+async def test_a_guess_that_collides_with_a_stored_row_fails_writes_nothing_and_hands_back_a_clean_connection(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    for n in range(4):
+        await chain.append_now([make_fact(n)])
+    stray = make_fact(99)
+    async with engine.begin() as conn:  # a row at index 4 behind the log's back; the head says 4
+        await conn.execute(
+            text(
+                "INSERT INTO chitty_chain_facts (id, leaf_index, leaf_hash, subject, predicate, object, "
+                'source, "timestamp", verification_status, created_at) '
+                "VALUES (:id, 4, :h, :s, :p, :o, :src, :t, 'unsigned', :now)"
+            ),
+            {
+                "id": stray.fact_id,
+                "h": stray.leaf_hash,
+                "s": stray.subject,
+                "p": stray.predicate,
+                "o": stray.object,
+                "src": stray.source,
+                "t": stray.timestamp,
+                "now": datetime.now(UTC),
+            },
+        )
+    with pytest.raises(IntegrityError, match=r"leaves 4\.\.5 conflicts with stored rows"):
+        await chain.append_now([make_fact(10), make_fact(11)])
+    async with uow.read() as session:
+        assert (await session.execute(text("SELECT tree_size FROM chitty_chain_head"))).scalar_one() == 4
+        nodes = (await session.execute(text("SELECT count(*) FROM chitty_chain_nodes"))).scalar_one()
+    assert nodes == len(reference_nodes([make_fact(n).leaf_bytes() for n in range(4)]))
+    await pooled_connections_are_as_the_pool_expects(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM chitty_chain_facts WHERE leaf_index = 4"))
+    assert [p.leaf_index for p in await chain.append_now([make_fact(10)])] == [4]
+    assert (await chain.verify_log()).ok
+
+
+async def test_two_logs_appending_at_once_get_gapless_indices_and_one_tree(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    # Two processes' logs, several tool calls at once in each: a statement that waited for the
+    # other's lock finds another head, writes nothing, and the append goes on in a transaction.
+    other = ChainLog(uow=uow, signer=LOG_KEY)
+    postgres = engine.dialect.name == "postgresql"
+    writers, each = (4, 60) if postgres else (2, 15)
+    work = {
+        (log, w): [make_fact(k * 10_000 + w * 1_000 + n) for n in range(each)]
+        for k, log in enumerate((chain, other))
+        for w in range(writers)
+    }
+
+    async def writer(log: ChainLog, mine: list[Fact]) -> None:
+        for n, fact in enumerate(mine):
+            batch = [fact, make_fact(99_000 + n)] if n % 7 == 0 else [fact]  # shared facts too
+            try:
+                await log.append_now(batch)
+            except IntegrityError:  # the shared fact appended by the other log meanwhile
+                await log.append_now(batch)
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tg:
+            for (log, _), mine in work.items():
+                tg.start_soon(writer, log, mine)
+    expected = {f.leaf_bytes() for mine in work.values() for f in mine}
+    expected |= {make_fact(99_000 + n).leaf_bytes() for n in range(0, each, 7)}
+    assert await indices(uow) == list(range(len(expected)))
+    leaves = await stored_leaves(uow)
+    assert set(leaves) == expected and len(leaves) == len(expected)
+    assert await stored_nodes(uow) == reference_nodes(leaves)
+    assert (await chain.verify_log()).ok
+    await pooled_connections_are_as_the_pool_expects(engine)
+
+
+async def test_a_cancelled_append_now_is_written_whole_or_not_at_all(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    await chain.append_now([make_fact(0)])
+    with anyio.move_on_after(0):  # cancelled before it starts, shielded once it has
+        await chain.append_now([make_fact(1)])
+    for n in range(2, 6):
+        with anyio.move_on_after(0.0005 * n):
+            await chain.append_now([make_fact(n)])
+    await chain.append_now([make_fact(9)])
+    assert await indices(uow) == list(range(len(await indices(uow))))
+    assert (await chain.verify_log()).ok
+    await pooled_connections_are_as_the_pool_expects(engine)
