@@ -5,6 +5,7 @@ pooled connection handed back as the pool expects it."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import anyio
@@ -27,13 +28,16 @@ class Alone:
     """Counts the autocommit statements ``append_now`` sends and how many of them wrote."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.sent = self.written = 0
+        self.sent = self.written = self.facts = 0
         pg_lock_head = store.pg_lock_head
 
         async def counting(raw: object, *args: object, **kwargs: object) -> store.LockedHead | None:
-            self.sent += bool(getattr(raw, "autocommit", False))
+            alone = bool(getattr(raw, "autocommit", False))
+            self.sent += alone
             locked = await pg_lock_head(raw, *args, **kwargs)  # type: ignore[arg-type]
-            self.written += bool(getattr(raw, "autocommit", False) and locked is not None and locked.written)
+            if alone and locked is not None and locked.written:
+                self.written += 1
+                self.facts += len(kwargs["guess"].facts)  # type: ignore[union-attr]
             return locked
 
         monkeypatch.setattr(store, "pg_lock_head", counting)
@@ -182,3 +186,153 @@ async def test_a_cancelled_append_now_is_written_whole_or_not_at_all(
     assert await indices(uow) == list(range(len(await indices(uow))))
     assert (await chain.verify_log()).ok
     await pooled_connections_are_as_the_pool_expects(engine)
+
+
+# -- group commit (PostgreSQL): standalone appends that arrive while one is in flight ---------------
+
+
+async def test_appends_at_once_go_together_each_caller_getting_its_own_places(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await chain.append_now([make_fact(0)])
+    alone = Alone(monkeypatch)
+    writers, each = 16, 12
+    got: dict[str, int] = {}
+
+    async def writer(w: int) -> None:
+        for n in range(each):
+            batch = [make_fact(1 + w * 100 + n)] + ([make_fact(5000 + w)] if n == 0 else [])
+            for fact, place in zip(batch, await chain.append_now(batch), strict=True):
+                assert place.fact_id == fact.fact_id and not place.existed
+                got[fact.fact_id] = place.leaf_index
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for w in range(writers):
+                tg.start_soon(writer, w)
+    appends = writers * each
+    assert sorted(got.values()) == list(range(1, 1 + appends + writers))
+    for fact_id, index in list(got.items())[::17]:
+        assert (await chain.get(fact_id)).leaf_index == index
+    if engine.dialect.name == "postgresql":
+        assert alone.written == alone.sent  # every guess held
+        assert alone.facts == appends + writers  # no append needed a transaction
+        assert alone.sent < appends / 2  # they went together
+    assert (await chain.verify_log()).ok
+    await pooled_connections_are_as_the_pool_expects(engine)
+
+
+async def test_a_group_holding_a_stored_fact_writes_nothing_and_each_append_goes_on_alone(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    await chain.append_now([make_fact(0), make_fact(1)])
+    results: dict[int, list[tuple[int, bool]]] = {}
+
+    async def one(n: int, facts: list[Fact]) -> None:
+        results[n] = [(p.leaf_index, p.existed) for p in await chain.append_now(facts)]
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 0, [make_fact(2)])
+            for n in range(1, 8):  # the same new fact twice, and a stored one, among new ones
+                facts = [make_fact(10 + n)]
+                facts += [make_fact(1)] if n == 3 else [make_fact(50)] if n in (4, 5) else []
+                tg.start_soon(one, n, facts)
+    assert results[3][1] == (1, True)
+    (index4, existed4), (index5, existed5) = results[4][1], results[5][1]
+    assert index4 == index5 and sorted([existed4, existed5]) == [False, True]  # one placed it
+    assert await indices(uow) == list(range(2 + 1 + 7 + 1))
+    assert (await chain.verify_log()).ok
+
+
+async def test_a_failing_lead_fails_only_its_own_append_and_the_others_go_on(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await chain.append_now([make_fact(0)])
+    pg_lock_head, failed = store.pg_lock_head, []
+
+    async def once_broken(raw: object, *args: object, **kwargs: object) -> store.LockedHead | None:
+        if not failed and getattr(raw, "autocommit", False):
+            failed.append(True)
+            await anyio.sleep(0.05)  # the others queue meanwhile
+            raise OSError("the connection broke")
+        return await pg_lock_head(raw, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "pg_lock_head", once_broken)
+    outcomes: list[str] = []
+
+    async def one(n: int) -> None:
+        try:
+            await chain.append_now([make_fact(100 + n)])
+            outcomes.append("ok")
+        except OSError:
+            outcomes.append("failed")
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(one, n)
+    if engine.dialect.name == "postgresql":
+        assert sorted(outcomes) == ["failed"] + ["ok"] * 7
+    else:
+        assert outcomes == ["ok"] * 8
+    assert await indices(uow) == list(range(1 + outcomes.count("ok")))
+    assert (await chain.verify_log()).ok
+    await pooled_connections_are_as_the_pool_expects(engine)
+
+
+async def test_appends_cancelled_while_queued_or_leading_leave_no_gap_and_no_one_waiting(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    await chain.append_now([make_fact(0)])
+
+    async def writer(w: int) -> None:
+        for n in range(10):
+            with anyio.move_on_after(0.0003 * ((w * 7 + n * 3) % 11)):
+                await chain.append_now([make_fact(1 + w * 100 + n)])
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            for w in range(12):
+                tg.start_soon(writer, w)
+        await chain.append_now([make_fact(99_999)])  # nobody holds the lead
+    assert not chain._queue and not chain._leading
+    assert await indices(uow) == list(range(len(await indices(uow))))
+    assert (await chain.verify_log()).ok
+    await pooled_connections_are_as_the_pool_expects(engine)
+
+
+@pytest.mark.parametrize("database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+async def test_an_append_cancelled_just_as_it_is_handed_the_lead_passes_it_on(
+    chain: ChainLog, uow: UnitOfWork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # anyio does not cancel a task whose wait has just ended, but a plain asyncio cancel does:
+    # the task then raises at the wait it was woken from, holding a lead no one else would take.
+    await chain.append_now([make_fact(0)])
+    pg_lock_head, go, held = store.pg_lock_head, anyio.Event(), []
+
+    async def held_once(raw: object, *args: object, **kwargs: object) -> store.LockedHead | None:
+        if not held:
+            held.append(True)
+            await go.wait()  # the lead's statement is in flight while a and b queue
+        return await pg_lock_head(raw, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "pg_lock_head", held_once)
+    with anyio.fail_after(30):
+        async def lead_then_cancel_a() -> None:
+            await chain.append_now([make_fact(1)])
+            a.cancel()  # in the step that handed a the lead: a has not run since
+
+        lead = asyncio.ensure_future(lead_then_cancel_a())
+        while not held:
+            await anyio.sleep(0.001)
+        a = asyncio.ensure_future(chain.append_now([make_fact(2)]))
+        await anyio.sleep(0.01)
+        b = asyncio.ensure_future(chain.append_now([make_fact(3)]))
+        await anyio.sleep(0.01)
+        go.set()
+        await asyncio.wait([lead, a, b])
+    assert a.cancelled()
+    assert [p.leaf_index for p in b.result()] == [2]  # a's fact was never taken into a group
+    assert await indices(uow) == [0, 1, 2]
+    assert not chain._queue and not chain._leading

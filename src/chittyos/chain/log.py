@@ -46,9 +46,10 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -124,6 +125,11 @@ _TAIL_PAGE = 8192
 """Leaves per read transaction when a checkpoint checks the tree added since the last one."""
 _TURN_MAX_FACTS = 16
 """Appends of more facts than this do not wait for their turn (see ``ChainLog._take_turn``)."""
+_GROUP_MAX_FACTS = 64
+"""Most facts one autocommit statement writes for queued standalone appends (``append_now``);
+a larger append goes alone. Grouping pays for small appends (one round trip for many); for
+large ones it only grows a statement whose fact-id lookup the planner may then turn into a
+scan of the facts table (seen at 200 ids on a freshly filled table)."""
 _KEEP_READ_PAGE = 200
 """Rows per read transaction of a query with ``keep`` (see ``ChainLog.query``)."""
 KEEP_SCAN_MAX = 1000
@@ -183,6 +189,8 @@ class ChainLog:
         self._turn = anyio.Lock()  # see _take_turn
         self._turn_wait_s = _TURN_WAIT_S
         self._inflight = 0  # appends of this log under way in this process
+        self._queue: deque[_Waiting] = deque()  # standalone appends waiting (see _append_alone)
+        self._leading = False  # one of them is writing groups
         self.checkpoint_failure: CheckpointFailure | None = None
         """Set when the last checkpoint attempt (background or asked for) failed, until one succeeds."""
 
@@ -252,10 +260,13 @@ class ChainLog:
     async def append_now(self, facts: Sequence[Fact]) -> list[AppendedFact]:
         """``append`` in a transaction of its own, committed on return (a standalone tool call).
 
-        PostgreSQL: when this process knows the head, the guessed leaves go in one autocommit
-        statement, one round trip in all (a transaction would add BEGIN and COMMIT). When the
-        guess does not hold (another process appended, a fact is stored already) that statement
-        writes nothing and the append runs as ``append`` does, in a transaction.
+        PostgreSQL, when this process knows the head: the guessed leaves go in one autocommit
+        statement, one round trip in all (a transaction would add BEGIN and COMMIT), and the
+        standalone appends that arrive while one is in flight go together in the next (group
+        commit: each caller still gets its own places, and returns once they are committed).
+        When the guess does not hold (another process appended, a fact is stored already, a
+        conflict) that statement writes nothing and each of its appends runs as ``append`` does,
+        in a transaction of its own.
         """
         unique = _unique(facts)
         if not unique:
@@ -267,32 +278,87 @@ class ChainLog:
             return await self.append(session, facts)
 
     async def _append_alone(self, unique: dict[str, Fact]) -> _Placed | None:
-        """The places of ``unique`` if the guessed head held and they are written; else None with
-        nothing written (the lock was the statement's own and is released)."""
-        if not (self._uow.is_postgres and self._hint) or not await self._take_turn(len(unique)):
+        """The places of ``unique``, written with other standalone appends in one autocommit
+        statement; None, with nothing written, when that could not be done.
+
+        The appends queue; one of them leads: it writes groups from the front of the queue until
+        its own is written, then hands the lead to the first one still waiting.
+        """
+        # The head is known, or will be when the append under way is written.
+        if not (self._uow.is_postgres and (self._hint or self._leading)):
             return None
-        self._inflight += 1
+        me = _Waiting(unique)
+        self._queue.append(me)
+        if self._leading:
+            try:
+                await me.woken.wait()
+            except BaseException:  # cancelled while waiting: out of the queue, lead passed on
+                if me in self._queue:
+                    self._queue.remove(me)
+                if me.woken.is_set() and not me.done:
+                    self._pass_lead()
+                raise
+            if me.done:
+                return me.placed
+        self._leading = True  # first in, or handed the lead
         try:
-            if self._hint is None:  # the append ahead of this one failed
-                return None
-            guess = _leaves(*self._hint, list(unique.values()))
-            self._hint = None
-            with anyio.CancelScope(shield=True):  # see _writing
-                async with self._uow.postgres_autocommit() as raw:
-                    if raw is None:
-                        return None
-                    with _conflicts(guess):
-                        locked = await store.pg_lock_head(
-                            raw, list(unique), guess=guess, origin=self.origin, now=self._clock()
-                        )
-            if locked is None or not locked.written:
-                return None
-            placed = _Placed({})
-            self._hint = self._placed(placed, guess)
-            return placed
+            while not me.done:
+                await self._write_group(self._take_group())
         finally:
-            self._inflight -= 1
-            self._turn.release()
+            self._pass_lead()
+        return me.placed
+
+    def _take_group(self) -> list[_Waiting]:
+        """The queue's first appends, in order, while their facts are disjoint and at most
+        ``_GROUP_MAX_FACTS`` in all (always at least one)."""
+        group = [self._queue.popleft()]
+        ids = set(group[0].facts)
+        while self._queue:
+            nxt = self._queue[0].facts
+            if len(ids) + len(nxt) > _GROUP_MAX_FACTS or not ids.isdisjoint(nxt):
+                break
+            ids.update(nxt)
+            group.append(self._queue.popleft())
+        return group
+
+    def _pass_lead(self) -> None:
+        if self._queue:
+            self._queue[0].woken.set()  # it leads now (``_leading`` stays set)
+        else:
+            self._leading = False
+
+    async def _write_group(self, group: list[_Waiting]) -> None:
+        """One autocommit statement for ``group``; every member is done after it, with its
+        places or (nothing written) None."""
+        placed: _Placed | None = None
+        try:
+            if not await self._take_turn(len(group[0].facts)):  # a group is as urgent as its lead
+                return
+            self._inflight += 1
+            try:
+                if self._hint is None:  # the append ahead of this one failed
+                    return
+                merged = [fact for waiting in group for fact in waiting.facts.values()]
+                guess = _leaves(*self._hint, merged)
+                self._hint = None
+                with anyio.CancelScope(shield=True):  # see _writing
+                    async with self._uow.postgres_autocommit() as raw:
+                        try:
+                            locked = await store.pg_lock_head(
+                                raw, [f.fact_id for f in merged], guess=guess, origin=self.origin, now=self._clock()
+                            )
+                        except psycopg.IntegrityError:
+                            return  # each append in a transaction of its own finds or names it
+                if locked is not None and locked.written:
+                    placed = _Placed({})
+                    self._hint = self._placed(placed, guess)
+            finally:
+                self._inflight -= 1
+                self._turn.release()
+        finally:
+            for waiting in group:
+                waiting.placed, waiting.done = placed, True
+                waiting.woken.set()
 
     async def _place(
         self, session: AsyncSession, unique: dict[str, Fact], guess: store.Leaves | None
@@ -809,6 +875,17 @@ def _unique(facts: Sequence[Fact]) -> dict[str, Fact]:
 
 def _appended(facts: Sequence[Fact], placed: _Placed) -> list[AppendedFact]:
     return [AppendedFact(i, placed[i], i in placed.existed) for i in (f.fact_id for f in facts)]
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A standalone append in the queue (``ChainLog._append_alone``)."""
+
+    facts: dict[str, Fact]
+    woken: anyio.Event = field(default_factory=anyio.Event)
+    done: bool = False
+    placed: _Placed | None = None
+    """Its places once ``done``; None when they were not written (go on in a transaction)."""
 
 
 class _Placed(dict[str, int]):
