@@ -336,3 +336,30 @@ async def test_an_append_cancelled_just_as_it_is_handed_the_lead_passes_it_on(
     assert [p.leaf_index for p in b.result()] == [2]  # a's fact was never taken into a group
     assert await indices(uow) == [0, 1, 2]
     assert not chain._queue and not chain._leading
+
+
+async def test_the_same_fact_sent_at_once_by_two_logs_is_placed_once_and_found_by_the_rest(
+    chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
+) -> None:
+    # Two processes (two logs), each with many tool calls at once carrying the same assertion:
+    # none fails, one places it, the others find it (a new user saw "conflicts with stored rows").
+    other = ChainLog(uow=uow, signer=LOG_KEY)
+    await chain.append_now([make_fact(0)])
+    await other.append_now([make_fact(1)])
+    rounds, each = (8, 12) if engine.dialect.name == "postgresql" else (3, 4)
+    for r in range(rounds):
+        fact = make_fact(1000 + r)
+        outcomes: list[tuple[int, bool]] = []
+
+        async def send(log: ChainLog, fact: Fact = fact, outcomes: list[tuple[int, bool]] = outcomes) -> None:
+            (placed,) = await log.append_now([fact])
+            outcomes.append((placed.leaf_index, placed.existed))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for n in range(each):
+                    tg.start_soon(send, chain if n % 2 else other)
+        assert len({index for index, _ in outcomes}) == 1
+        assert sorted(existed for _, existed in outcomes) == [False] + [True] * (each - 1)
+    assert await indices(uow) == list(range(2 + rounds))
+    assert (await chain.verify_log()).ok

@@ -95,6 +95,13 @@ async def test_executions_log_facts_and_tampering_is_reported_by_check_and_fact(
         ("fortress_log_assertion", {"subject": "s", "predicate": "p\n", "object": "o", "source": "s"}, "predicate"),
         ("chitty_chain_query", {"start_time": 10, "end_time": 5}, "end_time"),
         ("chitty_chain_query", {"limit": 0}, "limit"),
+        # A filter no stored fact could match is named, on both databases (PostgreSQL cannot
+        # even take a NUL).
+        ("chitty_chain_query", {"subject": "a\u0000b"}, "subject: must not contain control characters"),
+        ("chitty_chain_query", {"object": "\u0000"}, "object: must not contain control characters"),
+        ("chitty_chain_query", {"source": "s\u200b"}, "source: must not contain invisible format"),
+        ("fortress_log_assertion", {"subject": "\u00a0", "predicate": "p", "object": "o", "source": "s"}, "subject: must hold more than whitespace"),
+        ("fortress_log_assertion", {"subject": "s", "predicate": "p", "object": "\u0085", "source": "s"}, "object: must not contain control characters"),
         ("fortress_log_assertion", {"subject": "s\u202eab", "predicate": "p", "object": "o", "source": "s"}, "subject"),
         ("fortress_log_assertion", {"subject": "s", "predicate": "p", "object": "o", "source": "\u200bs"}, "source"),
         ("fortress_log_assertion", {"subject": "a\u2028b", "predicate": "p", "object": "o", "source": "s"}, "subject"),

@@ -44,6 +44,7 @@ __all__ = [
     "Fact",
     "canonical_leaf",
     "canonical_leaf_sorted",
+    "check_field",
     "parse_fact_id",
     "timestamp_ms",
 ]
@@ -201,7 +202,7 @@ def timestamp_ms(when: datetime) -> int:
 def _check_text(name: str, value: object, *, multiline: bool = False, identifier: bool = False) -> None:
     if not isinstance(value, str):
         raise InvalidInput(name, "must be a string", type(value).__name__)
-    if not value.strip():
+    if not value:
         raise InvalidInput(name, "must be a non-empty string", value)
     limit = MAX_LENGTHS[name]
     if len(value) > limit:
@@ -220,6 +221,17 @@ def _check_text(name: str, value: object, *, multiline: bool = False, identifier
                 "U+202E, zero-width characters; allowed in object only)"
             )
         raise InvalidInput(name, rule, f"U+{ord(char):04X} at offset {bad.start()}")
+    if value.isspace():  # after the scan: U+0085 is a control character, and whitespace to str
+        raise InvalidInput(name, "must hold more than whitespace", value)
+
+
+def check_field(name: str, value: object) -> None:
+    """Refuse ``value`` (``InvalidInput`` naming ``name`` and the rule) unless a ``Fact`` could
+    hold it as its ``name`` field (subject, predicate, object, source, execution_id,
+    evidence_id). For query filters: no stored fact matches a value the log refuses, so such a
+    filter is a mistake to name, not a question to answer with nothing (on PostgreSQL a NUL
+    could not even be sent)."""
+    _check_text(name, value, identifier=name in _IDENTIFIERS)
 
 
 # Unicode categories Cc (controls: U+0000..U+001F, U+007F..U+009F) and Cs (surrogates), exactly;

@@ -61,7 +61,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chittyos.chain import scan, store
-from chittyos.chain.facts import Fact, canonical_leaf_sorted, parse_fact_id, timestamp_ms
+from chittyos.chain.facts import Fact, canonical_leaf_sorted, check_field, parse_fact_id, timestamp_ms
 from chittyos.chain.merkle import (
     HASH_SIZE,
     NodeId,
@@ -274,8 +274,16 @@ class ChainLog:
         placed = await self._append_alone(unique)
         if placed is not None:
             return _appended(facts, placed)
-        async with self._writing() as session:
-            return await self.append(session, facts)
+        try:
+            async with self._writing() as session:
+                return await self.append(session, facts)
+        except _Conflict:
+            # PostgreSQL reads which facts are stored in the statement that waits for the lock,
+            # so a fact that the holder it waited for committed looks new (see
+            # ``store.lock_head``). The same fact sent twice at once is no fork: once more, in a
+            # new transaction, it is found stored. A real conflict is refused again.
+            async with self._writing() as session:
+                return await self.append(session, facts)
 
     async def _append_alone(self, unique: dict[str, Fact]) -> _Placed | None:
         """The places of ``unique``, written with other standalone appends in one autocommit
@@ -780,8 +788,7 @@ class ChainLog:
             ("evidence_id", evidence_id),
         ):
             if value is not None:
-                if not isinstance(value, str) or not value:
-                    raise InvalidInput(name, "must be a non-empty string", value)
+                check_field(name, value)
                 conditions.append(columns[name] == value)
         if since is not None:
             conditions.append(columns.timestamp >= _ms("since", since))
@@ -957,6 +964,10 @@ def _peak_checks(size: int, peaks: bytes, count: int, *, every: bool) -> list[tu
     return out
 
 
+class _Conflict(IntegrityError):
+    """An append's rows collided with stored ones (``_conflicts``)."""
+
+
 @contextmanager
 def _conflicts(leaves: store.Leaves | None) -> Iterator[None]:
     """A duplicate key while writing ``leaves`` as ``IntegrityError`` naming their indices."""
@@ -965,7 +976,7 @@ def _conflicts(leaves: store.Leaves | None) -> Iterator[None]:
     except (sa_exc.IntegrityError, psycopg.IntegrityError, sqlite3.IntegrityError) as exc:
         if leaves is None:
             raise
-        raise IntegrityError(
+        raise _Conflict(
             f"chain: appending leaves {leaves.base_size}..{leaves.tree_size - 1} conflicts with stored rows "
             f"(the same fact appended concurrently, a fork, or rows changed under the log): "
             f"{type(getattr(exc, 'orig', exc)).__name__}"
