@@ -42,6 +42,7 @@ from chittyos.chain import (
 )
 from chittyos.chain import store as chain_store
 from chittyos.chain.keys import LOG_KEY_FILE
+from chittyos.chain.log import CheckpointFailure
 from chittyos.chain.service import ChainService
 from chittyos.config import Settings
 from chittyos.db import (
@@ -56,7 +57,7 @@ from chittyos.db import (
 from chittyos.db.migrate import sync_engine
 from chittyos.errors import ChittyError, ConfigurationError, ProofRejected
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
-from chittyos.db.models import Base, SecureExecution
+from chittyos.db.models import Base, SecureExecution, utcnow
 from chittyos.execution import SEALED_COLUMNS as EXECUTION_SEALED_COLUMNS
 from chittyos.execution import ExecutionService
 from chittyos.llm.openai_provider import OpenAIProvider
@@ -203,8 +204,9 @@ async def open_app(
             load_or_create_log_key, settings.chitty_data_dir, settings.chitty_log_origin
         )
         # Before the other keys: a replica started on the wrong data directory creates no more.
+        checkpoint_problem = None
         if log_key_check:
-            await check_log_key(engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
+            checkpoint_problem = await check_log_key(engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
         signer = await anyio.to_thread.run_sync(open_signer, settings)
         sealing = await anyio.to_thread.run_sync(open_sealer, settings)
         if sealing.created:
@@ -213,6 +215,8 @@ async def open_app(
                 key_file=sealing.key_source,
             )
         app = _wire(settings, engine, openai, signer, sealing.sealer, log_key)
+        if checkpoint_problem is not None:  # /health says so from the start, not a minute later
+            app.chain.log.checkpoint_failure = CheckpointFailure(at=utcnow(), error=checkpoint_problem)
         if create:
             await _claim_empty_log(app, engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
         if serving:
@@ -318,14 +322,15 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(name) if name and name != ":memory:" else None
 
 
-async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path) -> None:
+async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path) -> str | None:
     """Refuse a log key that this database's log was not signed with.
 
     Two servers on one database with different data directories have different log keys: the
     second would accept appends and then fail every checkpoint. So the newest stored checkpoint
     must verify with ``log_key`` (and the log's origin be the key's). A checkpoint that carries
     this key's signature but does not verify is a changed row, not a configuration: that is for
-    ``chittyos chain verify`` to name, and is only logged here. Raises ``ConfigurationError``.
+    ``chittyos chain verify`` to name; it is logged and returned (the problem, for /health),
+    and the server starts. Raises ``ConfigurationError``.
     """
     verifier = log_key.verifier()
     async with UnitOfWork(session_factory=make_session_factory(engine)).read() as session:
@@ -337,21 +342,23 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
             f"{log_key.name!r}; set CHITTY_LOG_ORIGIN={head[1]}"
         )
     if not latest:
-        return
+        return None
     size, note = latest[0][0], latest[0][2]
     try:
         open_note(note, [verifier])
-        return
+        return None
     except ProofRejected:
         pass
     ours = f"{verifier.name}+{verifier.key_id:08x}"
     signers = note_signers(note)
     if ours in signers:
-        log.error(
-            "the newest chain checkpoint does not verify with this log key; run `chittyos chain verify`",
-            tree_size=size,
+        problem = (
+            f"the newest chain checkpoint (size {size}) carries this log key's name but its signature "
+            "does not verify (a changed checkpoint row): no checkpoint can be signed after it; run "
+            "`chittyos chain verify`"
         )
-        return
+        log.error(problem, tree_size=size)
+        return problem
     raise ConfigurationError(
         f"chain log key: this database's log is signed by {', '.join(signers) or 'no key'} "
         f"(checkpoint at size {size}), not by this server's log key {ours} ({key_file}); servers "

@@ -138,8 +138,9 @@ each may cost a gpg call, so a call stays within seconds whatever ``offset`` ask
 
 @dataclass(frozen=True)
 class CheckpointFailure:
-    """How the log's last checkpoint attempt failed: when, and the error's type (the message is
-    in the server log: ``chain checkpoint refused`` / ``chain checkpoint failed``)."""
+    """How the log's last checkpoint attempt failed: when, and why: the refusal's message, or
+    for any other error its type (its message, which may quote the database, is only in the
+    server log: ``chain checkpoint failed``)."""
 
     at: datetime
     error: str
@@ -452,7 +453,8 @@ class ChainLog:
         try:
             signed = await self._checkpoint()
         except Exception as exc:
-            self.checkpoint_failure = CheckpointFailure(at=utcnow(), error=type(exc).__name__)
+            why = str(exc) if isinstance(exc, ChittyError) else f"{type(exc).__name__} (see the server log)"
+            self.checkpoint_failure = CheckpointFailure(at=utcnow(), error=why)
             # Logged here, whoever asked (the checkpointer, a proof, a verify): /health points here.
             if isinstance(exc, ChittyError):
                 log.error("chain checkpoint refused", error=str(exc))
