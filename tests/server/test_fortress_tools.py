@@ -91,3 +91,41 @@ async def test_signatures_are_checked_cryptographically(connect: Connect, strang
 
         empty = await client.call_tool("fortress_verify_signature", {"content": content, "signature": "  "})
         assert empty.is_error and "signature" in empty.content[0].text
+
+
+async def test_input_that_is_no_signature_leaves_key_known_null(connect: Connect, settings: Any) -> None:
+    async with connect() as client:
+        armored = (await client.read_resource("chittyos://keys/openpgp")).contents[0].text
+        for signature in ("not a signature", armored):
+            for extra in ({}, {"public_key": armored}):
+                result = payload(
+                    await client.call_tool(
+                        "fortress_verify_signature", {"content": "exhibit A", "signature": signature, **extra}
+                    )
+                )
+                assert result["signature_valid"] is False and result["reason"], result
+                assert result["key_known"] is None and result["signer_fingerprint"] is None, result
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    schema = tools["fortress_verify_signature"].output_schema
+    assert schema is not None and {"type": "null"} in schema["properties"]["key_known"]["anyOf"]
+
+
+async def test_bad_signature_by_the_server_key_names_that_key(connect: Connect, settings: Any) -> None:
+    from chittyos.signing import open_signer
+
+    server_key = open_signer(settings)
+    try:
+        signature = server_key.sign(b"exhibit A")
+    finally:
+        server_key.close()  # the running server shares this agent: it stays up
+    async with connect() as client:
+        armored = (await client.read_resource("chittyos://keys/openpgp")).contents[0].text
+        for extra in ({}, {"public_key": armored}):
+            result = payload(
+                await client.call_tool(
+                    "fortress_verify_signature", {"content": "exhibit B", "signature": signature, **extra}
+                )
+            )
+            assert result["signature_valid"] is False and "does not match" in result["reason"], result
+            assert result["key_known"] is True, result
+            assert result["signer_fingerprint"] == server_key.fingerprint, result

@@ -381,3 +381,133 @@ def test_short_home_refuses_a_foreign_path_in_its_place(gpg_root: Path) -> None:
 def test_opening_a_home_too_long_for_agent_sockets_names_the_variable(gpg_root: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"CHITTY_DATA_DIR.*short_gnupghome"):
         OpenPGPSigner.open(gnupghome=gpg_root / ("f" * 100))
+
+
+# --- a refused PGP_PRIVATE_KEY leaves the keyring as it was --------------------------------
+
+
+def public_keys(home: Path) -> list[str]:
+    return [k["fingerprint"] for k in gnupg.GPG(gnupghome=str(home)).list_keys()]
+
+
+def protected_private_key(make_home: Callable[[], Path]) -> tuple[str, str, str]:
+    """A passphrase-protected signing key made elsewhere: (armored private, public, fingerprint)."""
+    source = make_home()
+    loopback = ["--pinentry-mode", "loopback", "--passphrase", "correct horse battery staple"]
+    gpg(source, *loopback, "--quick-gen-key", "Protected", "ed25519", "sign", "never")
+    [fingerprint] = public_keys(source)
+    private = gpg(source, *loopback, "--armor", "--export-secret-keys").decode()
+    return private, gpg(source, "--armor", "--export").decode(), fingerprint
+
+
+def test_refused_private_key_is_removed_again_and_the_home_still_opens(make_home: Callable[[], Path]) -> None:
+    private, _, fingerprint = protected_private_key(make_home)
+    home = make_home()
+    with pytest.raises(ConfigurationError, match="PGP_PRIVATE_KEY: self-test") as caught:
+        OpenPGPSigner.open(gnupghome=home, private_key_armored=private)
+    assert fingerprint in str(caught.value) and f"--homedir {home} --passwd" not in str(caught.value)
+    assert (public_keys(home), secret_keys(home)) == ([], [])
+    assert not list((home / "private-keys-v1.d").glob("*.key"))
+    # the user's next start, without PGP_PRIVATE_KEY, is not blocked by the refused key
+    own = OpenPGPSigner.open(gnupghome=home)
+    assert own.fingerprint != fingerprint and own.verify(DATA, own.sign(DATA)).valid
+
+
+def test_refused_private_key_file_is_removed_again(gpg_root: Path, make_home: Callable[[], Path]) -> None:
+    from chittyos.config import load_settings
+    from chittyos.signing import open_signer
+
+    private, _, fingerprint = protected_private_key(make_home)
+    path = gpg_root / "protected.asc"
+    path.write_text(private)
+    data_dir = gpg_root / "dk"
+    try:
+        with pytest.raises(ConfigurationError, match="self-test"):
+            open_signer(load_settings(chitty_data_dir=data_dir, pgp_private_key_file=path))
+        assert (public_keys(data_dir / "gnupg"), secret_keys(data_dir / "gnupg")) == ([], [])
+        with open_signer(load_settings(chitty_data_dir=data_dir)) as own:
+            assert own.fingerprint != fingerprint and own.verify(DATA, own.sign(DATA)).valid
+    finally:
+        kill_agent(data_dir / "gnupg")
+
+
+def test_refused_private_key_already_in_the_keyring_is_left_alone(make_home: Callable[[], Path]) -> None:
+    private, public, fingerprint = protected_private_key(make_home)
+    both, public_only = make_home(), make_home()
+    gpg(both, "--import", input=private.encode())
+    gpg(public_only, "--import", input=public.encode())
+    for home in (both, public_only):
+        with pytest.raises(ConfigurationError, match="PGP_PRIVATE_KEY: self-test"):
+            OpenPGPSigner.open(gnupghome=home, private_key_armored=private)
+    assert (public_keys(both), secret_keys(both)) == ([fingerprint], [fingerprint])
+    # only the secret part was new there: only it goes
+    assert (public_keys(public_only), secret_keys(public_only)) == ([fingerprint], [])
+
+
+def test_every_refusal_after_import_removes_what_it_imported(
+    make_home: Callable[[], Path], signer: OpenPGPSigner, other_signer: OpenPGPSigner
+) -> None:
+    two = gpg(signer.gnupghome, "--armor", "--export-secret-keys").decode()
+    two += gpg(other_signer.gnupghome, "--armor", "--export-secret-keys").decode()
+    one = gpg(other_signer.gnupghome, "--armor", "--export-secret-keys").decode()
+    cases = [
+        ({"private_key_armored": signer.export_public_key()}, r"PGP_PRIVATE_KEY.*0 secret keys"),
+        ({"private_key_armored": two}, r"PGP_KEY_ID: PGP_PRIVATE_KEY holds 2 secret keys"),
+        ({"private_key_armored": one, "key_id": "0123456789ABCDEF"}, r"PGP_KEY_ID: no secret key"),
+    ]
+    for kwargs, message in cases:
+        home = make_home()
+        with pytest.raises(ConfigurationError, match=message):
+            OpenPGPSigner.open(gnupghome=home, **kwargs)  # type: ignore[arg-type]
+        assert (public_keys(home), secret_keys(home)) == ([], []), message
+
+
+# --- what a failed check names -----------------------------------------------------------
+
+
+def test_input_that_is_not_one_signature_has_no_signer_to_know(signer: OpenPGPSigner) -> None:
+    inline = gpg(signer.gnupghome, "--armor", "--sign", input=DATA).decode()
+    for text in ("not a signature", "é", signer.export_public_key(), inline):
+        public_key = signer.export_public_key()
+        for check in (signer.verify(DATA, text), signer.verify(DATA, text, public_key=public_key)):
+            assert (check.valid, check.fingerprint, check.key_known) == (False, None, None), text
+            assert check.reason
+
+
+def test_bad_signature_by_a_known_key_names_that_key(signer: OpenPGPSigner) -> None:
+    signature = signer.sign(DATA)
+    for check in (
+        signer.verify(DATA[:-1], signature),
+        signer.verify(DATA[:-1], signature, public_key=signer.export_public_key()),
+    ):
+        assert (check.valid, check.fingerprint, check.key_known) == (False, signer.fingerprint, True)
+        assert check.reason is not None and "does not match" in check.reason
+
+
+def test_bad_signature_by_a_signing_subkey_names_the_primary_key(make_home: Callable[[], Path]) -> None:
+    home = make_home()
+    signer = OpenPGPSigner.open(gnupghome=home)
+    no_passphrase = ["--pinentry-mode", "loopback", "--passphrase", ""]
+    gpg(home, *no_passphrase, "--quick-add-key", signer.fingerprint, "ed25519", "sign", "never")
+    [key] = gnupg.GPG(gnupghome=str(home)).list_keys(keys=[signer.fingerprint])
+    subkey = key["subkeys"][-1][2]
+    signature = gpg(home, "--armor", "--detach-sign", "-u", f"{subkey}!", input=DATA).decode()
+    good, bad = signer.verify(DATA, signature), signer.verify(DATA + b"!", signature)
+    assert (good.valid, good.fingerprint, good.key_known) == (True, signer.fingerprint, True)
+    assert (bad.valid, bad.fingerprint, bad.key_known) == (False, signer.fingerprint, True)
+
+
+def test_signature_gpg_cannot_check_reports_whether_its_key_is_known(
+    signer: OpenPGPSigner, other_signer: OpenPGPSigner
+) -> None:
+    raw = bytearray(gpg(signer.gnupghome, "--detach-sign", "-u", signer.fingerprint, input=DATA))
+    assert raw[0] == 0x88 and raw[2] == 4  # old-format signature packet, 1-byte length, v4
+    raw[4] = 99  # public-key algorithm 99: gpg reports ERRSIG, code 4, whether it has the key or not
+    armored = gpg(signer.gnupghome, "--enarmor", input=bytes(raw)).decode()
+    armored = armored.replace("ARMORED FILE", "SIGNATURE")
+    armored = "\n".join(line for line in armored.splitlines() if not line.startswith("Comment:")) + "\n"
+    known = signer.verify(DATA, armored)
+    assert (known.valid, known.fingerprint, known.key_known) == (False, signer.fingerprint, True)
+    assert known.reason is not None and "could not be checked" in known.reason
+    unknown = signer.verify(DATA, armored, public_key=other_signer.export_public_key())
+    assert (unknown.valid, unknown.fingerprint, unknown.key_known) == (False, None, False)

@@ -27,9 +27,12 @@ class SignatureVerification:
     """Hex SHA-256 of the UTF-8 content."""
     signature_valid: bool
     signer_fingerprint: str | None
+    """Primary-key fingerprint of the key the signature names, whenever key_known is true; it
+    proves the signer only when signature_valid is true (a bad signature names a key it fails)."""
     signed_at: datetime | None
-    key_known: bool
-    """False when the signature names a key that was not offered (and so cannot be checked)."""
+    key_known: bool | None
+    """False when the signature names a key that was not offered (and so cannot be checked);
+    None when the input is not one detached signature, so that no key is named."""
     checked_against: str
     """``server key`` or ``given public key``."""
     verified_at: datetime

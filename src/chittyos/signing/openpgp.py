@@ -3,7 +3,11 @@
 Choosing the key, ``OpenPGPSigner.open(gnupghome=..., key_id=..., private_key_armored=...)``::
 
     1. private_key_armored (PGP_PRIVATE_KEY / PGP_PRIVATE_KEY_FILE) is imported; it must hold
-       one secret key, or key_id must pick one of those it holds
+       one secret key, or key_id must pick one of those it holds. Import, choice and self-test
+       run under the setup lock, and when the key is refused (any of the errors here) every key
+       and secret part this import added is deleted again: the keyring is as it was before, so
+       a refused key never becomes the keyring's key for the next start. Keys that were in the
+       keyring before the import are left alone.
     2. key_id (PGP_KEY_ID) picks a secret key in the keyring; none or several matches -> error
     3. neither: the keyring's only secret key; with none, an Ed25519 signing key without a
        passphrase is made now (under a lock, so two starts make one key) and reused next time
@@ -49,6 +53,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,17 +111,21 @@ _GPG_TIMEOUT = GPG_TIMEOUT_S  # seconds; only for the subprocesses we run oursel
 class SignatureCheck:
     """The outcome of checking one detached signature.
 
-    ``fingerprint``: primary-key fingerprint of the signer when the key was found (set for
-    ``valid`` results, ``None`` for an unknown key or an unreadable signature).
-    ``signed_at``: the signature's creation time, aware UTC, when the key was found.
-    ``key_known``: the signing key is in the keyring used (server or ``public_key``).
+    ``fingerprint``: primary-key fingerprint of the key the signature names, set whenever
+    ``key_known`` is True (for a bad signature it is the key that would have made it, not proof
+    that it did; should gpg name a key that the keyring no longer lists, gpg's key id), ``None``
+    for an unknown key or no signature. Only a ``valid`` result proves who signed.
+    ``signed_at``: the signature's creation time, aware UTC, when gpg checked it with the key.
+    ``key_known``: the key the signature names is in the keyring used (server or
+    ``public_key``); ``None`` when there is no one signature to name a key (not a signature,
+    not a detached one, several).
     ``reason``: why ``valid`` is False; ``None`` when valid.
     """
 
     valid: bool
     fingerprint: str | None
     signed_at: datetime | None
-    key_known: bool
+    key_known: bool | None
     reason: str | None
 
 
@@ -157,39 +166,63 @@ class OpenPGPSigner:
         _check_socket_room(gnupghome)
         hold = AgentHold.acquire(gnupghome)
         try:
-            signer = cls._choose_key(gnupghome, key_id, private_key_armored, user_id, gpg_binary)
-            signer._hold = hold
-            signer._self_test()
+            if private_key_armored is None:
+                signer = cls._choose_key(gnupghome, key_id, user_id, gpg_binary)
+                signer._hold = hold
+                signer._self_test()
+            else:
+                signer = cls._import_key(gnupghome, key_id, private_key_armored, gpg_binary, hold)
         except BaseException:
             hold.release()
             raise
         return signer
 
     @classmethod
-    def _choose_key(
-        cls,
-        gnupghome: Path,
-        key_id: str | None,
-        private_key_armored: str | None,
-        user_id: str,
-        gpg_binary: str,
+    def _import_key(
+        cls, gnupghome: Path, key_id: str | None, armored_text: str, gpg_binary: str, hold: AgentHold
     ) -> OpenPGPSigner:
+        """Import PGP_PRIVATE_KEY, choose its key and self-test it; on refusal, undo the import."""
         gpg = _new_gpg(gpg_binary, gnupghome, [])
         write_agent_conf(gnupghome, gpg.version)
-        if private_key_armored is not None:
-            variable = "PGP_PRIVATE_KEY"
-            with setup_lock(gnupghome):  # N processes starting together import one after another
-                imported = _import_secret_keys(gpg_binary, gnupghome, private_key_armored)
-            if key_id is None:
-                if len(imported) != 1:
+        armored = _armored_private_key(armored_text)
+        # N processes starting together import one after another. The choice and the self-test
+        # run under the lock too, so that one process undoing its import never deletes a key
+        # that another has just imported and is still testing.
+        with setup_lock(gnupghome):
+            status = _run_import(gpg_binary, gnupghome, armored, autostart=True)
+            try:
+                if not status.secret:
                     raise ConfigurationError(
-                        f"PGP_KEY_ID: PGP_PRIVATE_KEY holds {len(imported)} secret keys; "
-                        "set PGP_KEY_ID to the fingerprint of the one to sign with"
+                        f"PGP_PRIVATE_KEY: {_PRIVATE_KEY_RULE}; gpg imported "
+                        f"{len(status.fingerprints)} public and 0 secret keys"
                     )
-                fingerprint = imported[0]
-            else:
-                fingerprint = _find_secret_key(gpg, key_id, gnupghome)
-        elif key_id is not None:
+                if key_id is None:
+                    if len(status.secret) != 1:
+                        raise ConfigurationError(
+                            f"PGP_KEY_ID: PGP_PRIVATE_KEY holds {len(status.secret)} secret keys; "
+                            "set PGP_KEY_ID to the fingerprint of the one to sign with"
+                        )
+                    fingerprint = status.secret[0]
+                else:
+                    fingerprint = _find_secret_key(gpg, key_id, gnupghome)
+                signer = cls(gnupghome=gnupghome, fingerprint=fingerprint, gpg_binary=gpg_binary)
+                signer._key_variable = "PGP_PRIVATE_KEY"
+                signer._hold = hold
+                signer._self_test()
+            except ConfigurationError as exc:
+                undone = _undo_import(gpg_binary, gnupghome, status)
+                raise ConfigurationError(f"{exc}; {undone}" if undone else str(exc)) from None
+            except BaseException:
+                _undo_import(gpg_binary, gnupghome, status)
+                raise
+        log.info("pgp_private_key_imported", fingerprints=list(status.secret), gnupghome=str(gnupghome))
+        return signer
+
+    @classmethod
+    def _choose_key(cls, gnupghome: Path, key_id: str | None, user_id: str, gpg_binary: str) -> OpenPGPSigner:
+        gpg = _new_gpg(gpg_binary, gnupghome, [])
+        write_agent_conf(gnupghome, gpg.version)
+        if key_id is not None:
             variable = "PGP_KEY_ID"
             fingerprint = _find_secret_key(gpg, key_id, gnupghome)
         else:
@@ -203,10 +236,14 @@ class OpenPGPSigner:
         variable, fingerprint = self._key_variable, self._fingerprint
         signature, problem = self._try_sign(_SELF_TEST)
         if signature is None:
+            if variable == "PGP_PRIVATE_KEY":  # the key is not kept here: fix it where it came from
+                remedy = f"`gpg --passwd {fingerprint}` in the keyring it came from, then export it again"
+            else:
+                remedy = f"`gpg --homedir {self._home} --passwd {fingerprint}`"
             raise ConfigurationError(
                 f"{variable}: self-test: gpg cannot sign with key {fingerprint} ({problem}); the key "
                 "must be able to sign, be unexpired and unrevoked, and have no passphrase "
-                f"(remove one with `gpg --homedir {self._home} --passwd {fingerprint}`)"
+                f"(remove one with {remedy})"
             )
         check = self.verify(_SELF_TEST, signature)
         if not check.valid:
@@ -431,11 +468,29 @@ def _verify_in(gpg: _GPG, data: bytes, signature: str, *, where: str) -> Signatu
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sig_path)
-    return _interpret(result.statuses, result.returncode, where)
+    return _interpret(result.statuses, result.returncode, where, functools.partial(_primary_fingerprint, gpg))
 
 
-def _interpret(statuses: list[tuple[str, list[str]]], returncode: int | None, where: str) -> SignatureCheck:
-    """Read gpg's status lines for one ``--verify`` (doc/DETAILS in GnuPG)."""
+def _primary_fingerprint(gpg: _GPG, key_id: str) -> str | None:
+    """The primary-key fingerprint of the one key in ``gpg``'s keyring that ``key_id`` (a key
+    id or fingerprint of it or of one of its subkeys) names; None when none or several do."""
+    if not key_id or not all(c in "0123456789ABCDEFabcdef" for c in key_id):
+        return None  # a status field, never a search pattern of another kind
+    found = {str(key["fingerprint"]) for key in gpg.list_keys(secret=False, keys=[key_id])}
+    return found.pop() if len(found) == 1 else None
+
+
+def _interpret(
+    statuses: list[tuple[str, list[str]]],
+    returncode: int | None,
+    where: str,
+    resolve: Callable[[str], str | None],
+) -> SignatureCheck:
+    """Read gpg's status lines for one ``--verify`` (doc/DETAILS in GnuPG).
+
+    ``resolve`` maps a key id or fingerprint gpg names to the primary-key fingerprint of that
+    key in the keyring used, None when the keyring does not hold it.
+    """
     keys = [key for key, _ in statuses]
     # 1. the input must be a detached signature: no literal data, at least one signature
     if "PLAINTEXT" in keys:
@@ -449,12 +504,19 @@ def _interpret(statuses: list[tuple[str, list[str]]], returncode: int | None, wh
     # 2. the key must be in the keyring used
     if "ERRSIG" in fields:
         err = fields["ERRSIG"]
-        issuer = err[6] if len(err) > 6 else err[0] if err else "?"
+        # ERRSIG <key id> ... <rc> <fingerprint, or "-" when the signature carries none>
+        issuer = err[6] if len(err) > 6 and err[6] != "-" else err[0] if err else "?"
         if "NO_PUBKEY" in fields or (len(err) > 5 and err[5] == "9"):
             return _invalid(f"unknown key {issuer}: not in {where}", key_known=False)
         code = err[5] if len(err) > 5 else "?"
-        return _invalid(
-            f"signature by {issuer} could not be checked (gpg ERRSIG code {code})", key_known=True
+        # gpg reports some failures (an unsupported algorithm) before it looks for the key
+        named = resolve(issuer) or (resolve(err[0]) if err and err[0] != issuer else None)
+        return SignatureCheck(
+            False,
+            named,
+            None,
+            named is not None,
+            f"signature by {issuer} could not be checked (gpg ERRSIG code {code})",
         )
     valid_sig = fields.get("VALIDSIG")
     fingerprint = signed_at = None
@@ -463,14 +525,23 @@ def _interpret(statuses: list[tuple[str, list[str]]], returncode: int | None, wh
         signed_at = _parse_timestamp(valid_sig[2]) if len(valid_sig) > 2 else None
     # 3. the math must hold and the key must be usable
     if "BADSIG" in fields:
-        return _invalid("signature does not match the data (data or signature changed)", key_known=True)
+        # gpg checked it with the key the signature names (BADSIG <long key id or fingerprint>)
+        named = fields["BADSIG"][0] if fields["BADSIG"] else None
+        return SignatureCheck(
+            False,
+            fingerprint or (named and (resolve(named) or named)),
+            None,
+            True,
+            "signature does not match the data (data or signature changed)",
+        )
     for key, reason in (
         ("REVKEYSIG", "signing key was revoked"),
         ("EXPKEYSIG", "signing key has expired"),
         ("EXPSIG", "signature has expired"),
     ):
-        if key in fields:
-            return SignatureCheck(False, fingerprint, signed_at, True, reason)
+        if key in fields:  # gpg found the key; VALIDSIG, when it came, names it already
+            named = fields[key][0] if fields[key] else None
+            return SignatureCheck(False, fingerprint or (named and resolve(named)), signed_at, True, reason)
     if "GOODSIG" not in fields or valid_sig is None:
         return _invalid(f"gpg did not report a good signature (statuses: {' '.join(keys)})")
     # 4. binary mode only: a text-mode signature still verifies after line endings change
@@ -488,7 +559,8 @@ def _interpret(statuses: list[tuple[str, list[str]]], returncode: int | None, wh
     return SignatureCheck(True, fingerprint, signed_at, True, None)
 
 
-def _invalid(reason: str, *, key_known: bool = False) -> SignatureCheck:
+def _invalid(reason: str, *, key_known: bool | None = None) -> SignatureCheck:
+    """No valid signature and no key to name: ``key_known`` None unless a key was looked for."""
     return SignatureCheck(valid=False, fingerprint=None, signed_at=None, key_known=key_known, reason=reason)
 
 
@@ -509,6 +581,8 @@ class _ImportStatus:
     fingerprints: tuple[str, ...]  # every primary key imported or already present
     secret: tuple[str, ...]  # those with a secret part
     secret_read: int
+    new_public: tuple[str, ...] = ()  # keys that were not in the keyring before this import
+    new_secret: tuple[str, ...] = ()  # keys whose secret part was not in the keyring before
 
 
 def _run_import(gpg_binary: str, home: Path, armored: bytes, *, autostart: bool) -> _ImportStatus:
@@ -536,33 +610,85 @@ def _run_import(gpg_binary: str, home: Path, armored: bytes, *, autostart: bool)
         ) from None
     fingerprints: list[str] = []
     secret: list[str] = []
+    new_public: list[str] = []
+    new_secret: list[str] = []
     secret_read = 0
     for line in proc.stdout.decode("latin-1").splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[:2] == ["[GNUPG:]", "IMPORT_OK"] and parts[2].isdigit():
+            # flags (doc/DETAILS): 1 new key, 16 the line is about a secret key; a secret key is
+            # reported twice, its public part first ("1" or "0") and then its secret part ("17"
+            # when that is new, "16" when it was there already)
             flags, fpr = int(parts[2]), parts[3]
             if fpr not in fingerprints:
                 fingerprints.append(fpr)
             if flags & 16 and fpr not in secret:
                 secret.append(fpr)
+            if flags & 1:
+                new = new_secret if flags & 16 else new_public
+                if fpr not in new:
+                    new.append(fpr)
         elif len(parts) >= 12 and parts[:2] == ["[GNUPG:]", "IMPORT_RES"] and parts[11].isdigit():
             secret_read = int(parts[11])
-    return _ImportStatus(tuple(fingerprints), tuple(secret), secret_read)
+    return _ImportStatus(
+        tuple(fingerprints), tuple(secret), secret_read, tuple(new_public), tuple(new_secret)
+    )
 
 
-def _import_secret_keys(gpg_binary: str, home: Path, armored_text: str) -> tuple[str, ...]:
-    rule = "must be an ASCII-armored OpenPGP private key (gpg --export-secret-keys --armor)"
+_PRIVATE_KEY_RULE = "must be an ASCII-armored OpenPGP private key (gpg --export-secret-keys --armor)"
+
+
+def _armored_private_key(armored_text: str) -> bytes:
     try:
-        armored = armored_text.encode("ascii")
+        return armored_text.encode("ascii")
     except (UnicodeEncodeError, AttributeError):
-        raise ConfigurationError(f"PGP_PRIVATE_KEY: {rule}") from None
-    status = _run_import(gpg_binary, home, armored, autostart=True)
-    if not status.secret:
-        raise ConfigurationError(
-            f"PGP_PRIVATE_KEY: {rule}; gpg imported {len(status.fingerprints)} public and 0 secret keys"
+        raise ConfigurationError(f"PGP_PRIVATE_KEY: {_PRIVATE_KEY_RULE}") from None
+
+
+def _undo_import(gpg_binary: str, home: Path, status: _ImportStatus) -> str:
+    """Delete what ``status``'s import added: new keys whole, new secret parts of old keys.
+
+    What the import changed in keys that were there before (new user IDs, subkeys or
+    signatures) stays. Returns a clause for the refusal's message, "" when gpg imported nothing:
+    the keyring is unchanged, or which deletions failed and the commands to finish them by
+    hand. Never raises; gpg's output is not shown (it is about a private key).
+    """
+    if not status.fingerprints:
+        return ""
+    if not status.new_public and not status.new_secret:
+        return f"the keyring at {home} already held this key and keeps it"
+    failed: list[str] = []
+    for fpr in dict.fromkeys([*status.new_public, *status.new_secret]):
+        if fpr in status.new_public and fpr in status.new_secret:
+            what = "--delete-secret-and-public-keys"
+        elif fpr in status.new_secret:
+            what = "--delete-secret-keys"  # the public key was there before: it stays
+        else:
+            what = "--delete-keys"
+        # --batch needs a fingerprint and --yes to delete a secret key; with --yes gpg asks the
+        # agent to delete it without confirmation, and no passphrase is needed (GnuPG 2.1+)
+        cmd = [gpg_binary, "--homedir", str(home), "--batch", "--no-tty", "--yes", "--pinentry-mode", "error"]
+        try:
+            proc = subprocess.run(
+                [*cmd, what, fpr],
+                capture_output=True,
+                timeout=_GPG_TIMEOUT,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+            ok = proc.returncode == 0
+        except (OSError, subprocess.SubprocessError):
+            ok = False
+        if not ok:
+            failed.append(f"`gpg --homedir {home} --batch --yes {what} {fpr}`")
+    if failed:
+        log.warning("pgp_refused_key_not_removed", gnupghome=str(home), count=len(failed))
+        return (
+            f"gpg could not remove what this import added to the keyring at {home}; "
+            f"remove it by hand: {' and '.join(failed)}"
         )
-    log.info("pgp_private_key_imported", fingerprints=list(status.secret), gnupghome=str(home))
-    return status.secret
+    log.info("pgp_refused_key_removed", gnupghome=str(home))
+    return f"what this import added to the keyring at {home} was removed again"
 
 
 def _find_secret_key(gpg: _GPG, key_id: str, home: Path) -> str:
