@@ -212,6 +212,91 @@ async def test_chain_verify_checks_the_signature_of_every_signed_fact_unless_tol
     assert chittyos("chain", "verify", *flags, env=env).returncode == 0
 
 
+def _run_sql(url: str, statement: str) -> list[Any]:
+    from sqlalchemy import text
+
+    from chittyos.db.migrate import sync_engine
+
+    engine = sync_engine(url, configure=False)
+    try:
+        with engine.begin() as conn:
+            result = conn.execute(text(statement))
+            return list(result) if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _mismatch_indices(stdout: str) -> list[int]:
+    """The leaf index each MISMATCH line names, in the order printed (lines naming none left out)."""
+    import re
+
+    return [int(m) for m in re.findall(r"^MISMATCH \S+ \[index (\d+)", stdout, flags=re.MULTILINE)]
+
+
+@pytest.mark.anyio
+async def test_chain_verify_names_findings_in_index_order_and_ends_with_a_count_per_check(
+    settings: Settings,
+) -> None:
+    """Signature findings came out as 0, 2, 1, 3, ... after the other findings of their page, and
+    763 of them ended in no summary of what failed."""
+    async with open_app(settings) as app:
+        for n in range(3):
+            await app.chain.assert_fact(
+                subject=f"contract:{n}", predicate="signed_by", object="a", source="t"
+            )
+        (unsigned,) = await app.chain.log.append_now(
+            [Fact(subject="contract:u", predicate="signed_by", object="m", source="t", timestamp=1)]
+        )
+        await app.chain.assert_fact(subject="contract:4", predicate="signed_by", object="a", source="t")
+        await app.chain.log.checkpoint()
+    assert unsigned.leaf_index == 3
+    # fact 2 changed: fact.id, fact.leaf_hash (found row by row, first) and fact.signature (found
+    # last); fact 3 an unsigned assertion (found in between); and the nodes and root above them
+    _run_sql(settings.database_url, "UPDATE chitty_chain_facts SET object = 'forged' WHERE leaf_index = 2")
+    done = chittyos("chain", "verify", "--quiet", env=settings_env(settings))
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    indices = _mismatch_indices(done.stdout)
+    assert indices == sorted(indices) and set(indices) == {2, 3}, done.stdout
+    findings = [line for line in lines if line.startswith("MISMATCH ")]
+    assert all("[index" in line for line in findings[: len(indices)])  # the others after them
+    per_check: dict[str, int] = {}
+    for line in findings:
+        check = line.split()[1]
+        per_check[check] = per_check.get(check, 0) + 1
+    assert per_check["fact.signature"] == 2 and per_check["fact.id"] == 1 and "node.mismatch" in per_check
+    counted = sorted(per_check.items(), key=lambda item: (-item[1], item[0]))
+    assert lines[-2] == "mismatches: " + ", ".join(f"{n} {check}" for check, n in counted), done.stdout
+    assert lines[-1].endswith("FAILED")
+
+
+def test_chain_verify_counts_the_stored_nodes_that_remain(settings: Settings) -> None:
+    """After one row of chitty_chain_nodes was deleted, the summary still said 1518 stored nodes
+    when 1517 remained."""
+
+    async def fill() -> None:
+        async with open_app(settings) as app:
+            for n in range(11):
+                await app.chain.assert_fact(
+                    subject=f"contract:{n}", predicate="signed_by", object="a", source="t"
+                )
+            await app.chain.log.checkpoint()
+
+    anyio.run(fill)
+    env = settings_env(settings)
+    url = settings.database_url
+    ((stored,),) = _run_sql(url, "SELECT count(*) FROM chitty_chain_nodes")
+    clean = chittyos("chain", "verify", "--quiet", env=env)
+    assert clean.returncode == 0 and f", {stored} stored nodes, " in clean.stdout, clean.stdout + clean.stderr
+    assert "mismatches:" not in clean.stdout and clean.stdout.strip().endswith("OK")
+    _run_sql(url, 'DELETE FROM chitty_chain_nodes WHERE level = 1 AND "index" = 2')
+    broken = chittyos("chain", "verify", "--quiet", env=env)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert f", {stored - 1} stored nodes, " in broken.stdout, broken.stdout
+    assert "MISMATCH node.missing [node (1, 2)]: node (level 1, index 2) is not stored" in broken.stdout
+    assert broken.stdout.strip().splitlines()[-2:-1] == ["mismatches: 1 node.missing"], broken.stdout
+
+
 # -- empty variables ------------------------------------------------------------------------------
 
 

@@ -192,6 +192,133 @@ def test_a_dropped_table_is_one_line_naming_the_database_never_its_password(
         assert "s3cret-pw" not in done.stderr + done.stdout
 
 
+SECRET = "qsecretpw"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://u@127.0.0.1:5432/db?password=qsecretpw",
+            "postgresql://u@127.0.0.1:5432/db?password=***",
+        ),
+        (
+            "postgresql://u@127.0.0.1:5432/db?user=u&password=qsecretpw&host=127.0.0.1",
+            "postgresql://u@127.0.0.1:5432/db?host=127.0.0.1&password=***&user=u",
+        ),
+        (
+            "postgresql://u@h/db?PassWord=qsecretpw&sslmode=require",
+            "postgresql://u@h/db?PassWord=***&sslmode=require",
+        ),
+        ("postgresql://u@h/db?SSLPASSWORD=qsecretpw", "postgresql://u@h/db?SSLPASSWORD=***"),
+        (
+            "postgresql://u:qsecretpw@h/db?password=qsecretpw&password=qsecretpw%402&application_name=a+b",
+            "postgresql://u:***@h/db?application_name=a+b&password=***&password=***",
+        ),
+        ("sqlite:////tmp/qsecretpw.db", "sqlite:////tmp/qsecretpw.db"),  # a path, not a password
+    ],
+)
+def test_display_url_masks_the_password_in_the_query_string_too(url: str, shown: str) -> None:
+    """`serve` logged database='postgresql://postgres:***@.../db?password=qsecretpw'."""
+    assert display_url(url) == shown
+
+
+def test_the_secrets_of_a_url_are_found_as_written_and_in_one_that_does_not_parse() -> None:
+    from chittyos.db.engine import url_secrets
+    from chittyos.errors import ConfigurationError
+
+    found = url_secrets("postgresql://u:p%40ss@h/db?sslpassword=q%26s&x=1")
+    assert found == ["p%40ss", "q%26s", "p@ss", "q&s"]  # longest first
+    unparsable = f"postgresql://u:{SECRET}@h:notaport/db?password={SECRET}2"
+    assert url_secrets(unparsable) == [f"{SECRET}2", SECRET]
+    with pytest.raises(ConfigurationError) as raised:
+        display_url(unparsable)
+    assert SECRET not in str(raised.value)
+    assert url_secrets("sqlite:////tmp/x.db") == url_secrets("postgresql://u@h/db?passfile=/p") == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the data dir only: no database reached
+def test_a_password_in_the_query_string_never_shows_in_a_database_error(settings: Settings) -> None:
+    """`chain verify` printed `database error at postgresql://u@127.0.0.1:5432/db?password=qsecretpw`."""
+    assert chittyos("keys", "init", env=settings_env(settings)).returncode == 0
+    nothing_listens = "postgresql://u@127.0.0.1:1/db"
+    for url, shown in [
+        (f"{nothing_listens}?password={SECRET}", f"{nothing_listens}?password=***"),
+        (
+            f"{nothing_listens}?user=u&password={SECRET}&host=127.0.0.1",
+            f"{nothing_listens}?host=127.0.0.1&password=***&user=u",
+        ),
+        (f"{nothing_listens}?PassWord={SECRET}", f"{nothing_listens}?PassWord=***"),
+        (f"{nothing_listens}?sslpassword={SECRET}%40x", f"{nothing_listens}?sslpassword=***"),
+        (
+            f"postgresql://u:{SECRET}@127.0.0.1:1/db?password={SECRET}",
+            "postgresql://u:***@127.0.0.1:1/db?password=***",
+        ),
+    ]:
+        env = settings_env(settings) | {"CHITTY_DATABASE_URL": url}
+        commands = [["chain", "verify", "--quiet"]]
+        if "host=" in url:
+            commands += [["serve"], ["db", "upgrade"]]
+        for command in commands:
+            done = chittyos(*command, env=env, stdin="")
+            line = one_line(done)
+            assert line.startswith(f"chittyos: database error at {shown}: "), line
+            assert SECRET not in done.stdout + done.stderr, line
+    unparsable = f"postgresql://u:{SECRET}@127.0.0.1:port/db?password={SECRET}"
+    env = settings_env(settings) | {"CHITTY_DATABASE_URL": unparsable}
+    done = chittyos("chain", "verify", "--quiet", env=env)
+    assert one_line(done) == (
+        "chittyos: CHITTY_DATABASE_URL: not a database URL (expected postgresql://... or sqlite:///path)"
+    )
+
+
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)  # libpq's query parameters
+def test_a_password_in_the_query_string_is_masked_where_the_database_is_named(
+    make_settings: Any, blank_url: str
+) -> None:
+    """`serve` logged `chittyos ready ... database='postgresql://postgres:***@.../db?password=qsecretpw'`
+    (trust authentication: libpq sends the password, the server takes any)."""
+    url = f"{blank_url}?password={SECRET}"
+    shown = display_url(blank_url) + "?password=***"
+    env = _with_keys(make_settings, url) | {"CHITTY_LOG_LEVEL": "INFO"}
+    upgraded = chittyos("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.startswith(f"{shown} is at "), upgraded.stdout
+    served = chittyos("serve", env=env, stdin="")  # stdio at end of input: starts, then stops
+    assert "chittyos ready" in served.stderr and shown in served.stderr, served.stderr
+    sql(url, "DROP TABLE chitty_chain_nodes")
+    broken = chittyos("chain", "verify", "--quiet", env=env)
+    assert one_line(broken).startswith(f"chittyos: database error at {shown}: ")
+    for done in (upgraded, served, broken):
+        assert SECRET not in done.stdout + done.stderr
+
+
+def test_a_password_of_the_url_the_driver_quotes_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's message is searched for every password of the URL: the userinfo one, a
+    password query parameter's (as given and percent-decoded), and those of a URL that does not
+    parse; before the message is cut to 300 characters, so that no part of one is left."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from chittyos import cli
+
+    for url in (
+        f"postgresql://u:{SECRET}@h/db",
+        f"postgresql://u@h/db?password={SECRET}",
+        f"postgresql://u@h/db?Password={SECRET[:3]}%2F{SECRET[3:]}",
+        f"postgresql://u@h:notaport/db?sslpassword={SECRET}",
+    ):
+        written = SECRET if "%2F" not in url else f"{SECRET[:3]}/{SECRET[3:]}"
+        monkeypatch.setattr(cli, "_loaded", [SimpleNamespace(database_url=url)])
+        said = cli._database_error(sqlite3.OperationalError(f'bad value "{written}" for the password'))
+        assert said.endswith(': bad value "***" for the password'), said
+        assert SECRET[3:] not in said, said
+        cut = cli._database_error(sqlite3.OperationalError("x" * 296 + written))  # straddles character 300
+        assert SECRET[:3] not in cut and cut.endswith("x***"), cut
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # a file only SQLite has
 def test_a_file_that_is_not_a_database_is_named(settings: Settings) -> None:
     env = settings_env(settings)

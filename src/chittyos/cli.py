@@ -471,7 +471,10 @@ def chain_verify(
 
     # Opened whatever key signed the newest checkpoint: a changed one is a finding to report.
     report = _with_app(settings, run, create=False, log_key_check=False)
-    for finding in report.findings:
+    # In leaf-index order (signatures are checked a few at a time, and finish in any order); the
+    # findings without an index (nodes, checkpoints, the head) after them, in the order found.
+    in_order = sorted(report.findings, key=lambda f: (f.leaf_index is None, f.leaf_index or 0))
+    for finding in in_order:
         where = ", ".join(
             part
             for part in (
@@ -482,9 +485,12 @@ def chain_verify(
             )
             if part
         )
-        typer.echo(f"MISMATCH {finding.check} [{where}]: {finding.message}")
+        typer.echo(f"MISMATCH {finding.check} [{where}]: {finding.message}" if where else f"MISMATCH {finding.check}: {finding.message}")
     if report.findings_dropped:
         typer.echo(f"... and {report.findings_dropped} more mismatches")
+    if report.counts:  # per code, the most frequent first; dropped ones included
+        per_code = sorted(report.counts.items(), key=lambda item: (-item[1], item[0]))
+        typer.echo("mismatches: " + ", ".join(f"{count} {check}" for check, count in per_code if count))
     typer.echo(
         f"{report.origin}: {report.leaves_checked} leaves, {report.nodes_checked} stored nodes, "
         f"{report.checkpoints_checked} checkpoints"
@@ -566,22 +572,22 @@ _SCHEMA_MISSING = ("no such table", "no such column", 'relation "', 'column "')
 
 
 def _database_error(exc: Exception) -> str:
-    """One line naming the database (password masked) and what its driver said."""
-    from sqlalchemy.engine import make_url
-
+    """One line naming the database (passwords masked: the userinfo one and any password query
+    parameter) and what its driver said, with those passwords replaced there too."""
     from chittyos.db import display_url
+    from chittyos.db.engine import url_secrets
 
     said = str(getattr(exc, "orig", None) or exc).strip()
-    said = (said.splitlines() or [type(exc).__name__])[0][:300]
     where = ""
     if _loaded:
         url = _loaded[0].database_url
         try:
-            where, password = f" at {display_url(url)}", make_url(url).password
+            where = f" at {display_url(url)}"
         except Exception:  # an unparsable URL: name none
-            password = None
-        if password:
-            said = said.replace(str(password), "***")
+            where = ""
+        for secret in url_secrets(url):  # longest first; found in a URL that does not parse too
+            said = said.replace(secret, "***")
+    said = (said.splitlines() or [type(exc).__name__])[0][:300]
     missing = any(words in said for words in _SCHEMA_MISSING) and ("does not exist" in said or "no such" in said)
     hint = " (run `chittyos db upgrade`?)" if missing else ""
     return f"chittyos: database error{where}: {said}{hint}"

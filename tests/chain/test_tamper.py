@@ -522,3 +522,51 @@ async def test_the_background_checkpointer_refuses_too_and_signs_once_the_tree_i
             while await checkpoint_sizes(uow) != [N, TAIL]:
                 await anyio.sleep(0.02)
         tg.cancel_scope.cancel()
+
+
+# -- what the report counts and the order it names findings in ------------------------------------
+
+
+async def stored_node_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM chitty_chain_nodes"))).scalar_one())
+
+
+async def test_nodes_checked_counts_the_stored_nodes_compared(built: ChainLog, engine: AsyncEngine) -> None:
+    """A deleted node was counted as checked: `chain verify` said 1518 stored nodes when 1517 remained."""
+    whole = await built.verify_log(page_size=16)
+    assert whole.nodes_checked == await stored_node_count(engine) == 40 + 20 + 10 + 5 + 2 + 1
+    await sql(
+        engine,
+        'DELETE FROM chitty_chain_nodes WHERE level = 1 AND "index" = 6',
+        'DELETE FROM chitty_chain_nodes WHERE level = 0 AND "index" = 39',
+        # stored, so compared and counted, though it differs
+        'UPDATE chitty_chain_nodes SET hash = :z WHERE level = 2 AND "index" = 1',
+        z=bytes(32),
+    )
+    log = await built.verify_log(page_size=16)
+    assert where(log.findings) == {
+        ("node.missing", None, (1, 6), None),
+        ("node.missing", None, (0, 39), None),
+        ("node.mismatch", None, (2, 1), None),
+    }
+    assert log.nodes_checked == whole.nodes_checked - 2 == await stored_node_count(engine)
+
+
+async def test_failed_signatures_are_reported_in_index_order(chain: ChainLog, uow: UnitOfWork) -> None:
+    """Signatures are checked a few at a time and finish in any order; their findings came out
+    as 0, 2, 1, 3, ... and, past the cap, whichever finished first were kept."""
+    armor = "-----BEGIN PGP SIGNATURE-----\nabc\n-----END PGP SIGNATURE-----"
+    count = 12
+    signed = [make_fact(n, signer="AB" * 20, signature=armor) for n in range(count)]
+    await append_all(chain, uow, signed, batch=count)
+
+    async def later_ones_first(values: object) -> str:
+        n = int(values["subject"].removeprefix("execution:"))  # type: ignore[index]
+        await anyio.sleep(0.003 * (count - n))
+        return "BAD signature"
+
+    log = await chain.verify_log(signatures=later_ones_first, page_size=16)
+    assert [(f.check, f.leaf_index) for f in log.findings] == [("fact.signature", n) for n in range(count)]
+    capped = await chain.verify_log(signatures=later_ones_first, page_size=16, max_findings=5)
+    assert [f.leaf_index for f in capped.findings] == list(range(5)) and capped.findings_dropped == count - 5

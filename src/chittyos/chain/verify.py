@@ -528,8 +528,10 @@ async def _check_signatures(
     check: SignatureCheck, signed: list[tuple[int, str, dict[str, Any]]], out: Findings
 ) -> int:
     """Check each signed fact's signature (a few at a time); ``fact.signature`` for each that
-    fails. Returns how many were checked."""
+    fails, added in index order once all are checked (they finish in any order). Returns how
+    many were checked."""
     limiter = anyio.CapacityLimiter(_SIGNATURES_AT_ONCE)
+    failed: list[Finding] = []
 
     async def one(index: int, fact_id: str, values: dict[str, Any]) -> None:
         async with limiter:
@@ -538,7 +540,7 @@ async def _check_signatures(
             except ChittyError as exc:
                 problem = str(exc)
         if problem:
-            out.add(
+            failed.append(
                 Finding(
                     "fact.signature",
                     f"fact {fact_id} at index {index}: {problem}",
@@ -550,6 +552,8 @@ async def _check_signatures(
     async with anyio.create_task_group() as tg:
         for item in signed:
             tg.start_soon(one, *item)
+    for finding in sorted(failed, key=lambda f: f.leaf_index or 0):
+        out.add(finding)
     return len(signed)
 
 
@@ -602,12 +606,13 @@ def _row_leaf(tree: Tree, row: Any) -> None:
 
 async def _compare_nodes(chain: ChainLog, page: Page, computed: list[list[bytes]], out: Findings) -> int:
     """Compare the nodes a page completed with the stored ones, a level at a time; one by one only
-    for a level that differs, to name each node. Returns how many nodes were compared."""
+    for a level that differs, to name each node. Returns how many stored nodes were compared (a
+    missing one is a finding, not counted)."""
     checked = 0
     for level, first, last in scan.completed_ranges(page.begin, page.end):
         mine = computed[level]
-        checked += len(mine)
         if page.runs.get(level) == (first, len(mine), b"".join(mine)):
+            checked += len(mine)
             continue
         async with chain.reading() as session:
             by_index = await scan.nodes_of_level(session, level, first, last)
@@ -615,7 +620,9 @@ async def _compare_nodes(chain: ChainLog, page: Page, computed: list[list[bytes]
             node, where = (level, index), f"node (level {level}, index {index})"
             if index not in by_index:
                 out.add(Finding("node.missing", f"{where} is not stored", node=node))
-            elif (have := by_index[index]) is None:
+                continue
+            checked += 1
+            if (have := by_index[index]) is None:
                 problem = "the stored value is not a 32-byte hash"
                 out.add(Finding("node.mismatch", f"{where}: {problem}", node=node))
             elif have != value:

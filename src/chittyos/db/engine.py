@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import quote_plus, unquote, unquote_plus
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -21,7 +23,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chittyos.errors import ConfigurationError
 
-__all__ = ["async_url", "create_engine", "make_session_factory", "sync_url", "is_sqlite", "display_url"]
+__all__ = [
+    "async_url",
+    "create_engine",
+    "make_session_factory",
+    "sync_url",
+    "is_sqlite",
+    "display_url",
+    "url_secrets",
+]
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -59,9 +69,61 @@ def is_sqlite(url: str | URL) -> bool:
     return parsed.get_backend_name() == "sqlite"
 
 
+def _secret_key(key: str) -> bool:
+    """A query parameter whose value is a secret: ``password``, libpq's ``sslpassword``, in any case."""
+    key = key.lower()
+    return "password" in key or "passwd" in key
+
+
 def display_url(url: str) -> str:
-    """The URL with its password masked, for logs and /health."""
-    return _parse(url).render_as_string(hide_password=True)
+    """The URL with its passwords masked, for logs and /health: the userinfo one, and the value
+    of every password query parameter (``?password=``, ``?sslpassword=``, any case), which libpq
+    takes as well. Raises ``ConfigurationError`` (which names no part of it) for a URL that does
+    not parse."""
+    parsed = _parse(url)
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    if parsed.query:  # as SQLAlchemy renders it (keys sorted), but "***" unquoted
+        shown += "?" + "&".join(
+            f"{quote_plus(key)}={'***' if _secret_key(key) else quote_plus(value)}"
+            for key in sorted(parsed.query)
+            for value in _values(parsed.query[key])
+        )
+    return shown
+
+
+def _values(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+_USERINFO_PASSWORD = re.compile(r"^[^:/?#]*://[^:/@]*:([^@]*)@")
+"""The userinfo password as written, as SQLAlchemy's URL pattern finds it (up to the first ``@``)."""
+_QUERY_PARAMETER = re.compile(r"[?&;]([^=&?;#]*)=([^&;#]*)")
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets in ``url``: its userinfo password and the values of its password query
+    parameters, as parsed and as written (percent-encoded), longest first; for replacing in a
+    message that quotes them (a driver's). Found in the text too, so a URL that does not parse
+    gives its secrets as well."""
+    found: set[str] = set()
+    try:
+        parsed = make_url(url)
+    except Exception:  # not a URL SQLAlchemy parses: the text below still finds them
+        pass
+    else:
+        if parsed.password:
+            found.add(str(parsed.password))
+        for key, value in parsed.query.items():
+            if _secret_key(key):
+                found.update(_values(value))
+    written = _USERINFO_PASSWORD.match(url)
+    if written:
+        found.update((written.group(1), unquote(written.group(1))))
+    for key, value in _QUERY_PARAMETER.findall(url):
+        if _secret_key(unquote_plus(key)):
+            found.update((value, unquote_plus(value)))
+    found.discard("")
+    return sorted(found, key=lambda secret: (-len(secret), secret))
 
 
 def configure_sqlite(engine: Engine) -> None:
