@@ -485,7 +485,7 @@ def chain_verify(
             )
             if part
         )
-        typer.echo(f"MISMATCH {finding.check} [{where}]: {finding.message}" if where else f"MISMATCH {finding.check}: {finding.message}")
+        typer.echo(f"MISMATCH {finding.check}{f' [{where}]' if where else ''}: {finding.message}")
     if report.findings_dropped:
         typer.echo(f"... and {report.findings_dropped} more mismatches")
     if report.counts:  # per code, the most frequent first; dropped ones included
