@@ -297,6 +297,25 @@ def test_chain_verify_counts_the_stored_nodes_that_remain(settings: Settings) ->
     assert broken.stdout.strip().splitlines()[-2:-1] == ["mismatches: 1 node.missing"], broken.stdout
 
 
+def test_chain_verify_warns_when_no_signed_checkpoint_commits_to_the_leaves(settings: Settings) -> None:
+    """A new user deleted every checkpoint of a 763-leaf log and chain verify said only OK."""
+
+    async def fill() -> None:
+        async with open_app(settings) as app:
+            for n in range(3):
+                await app.chain.assert_fact(subject=f"contract:{n}", predicate="signed_by", object="a", source="t")
+            await app.chain.log.checkpoint()
+
+    anyio.run(fill)
+    env = settings_env(settings)
+    signed = chittyos("chain", "verify", "--quiet", env=env)
+    assert signed.returncode == 0 and "WARNING" not in signed.stdout, signed.stdout + signed.stderr
+    _run_sql(settings.database_url, "DELETE FROM chitty_chain_checkpoints")
+    unsigned = chittyos("chain", "verify", "--quiet", env=env)
+    assert unsigned.returncode == 0, unsigned.stdout + unsigned.stderr  # consistent, so not a mismatch
+    assert "WARNING: no signed checkpoint commits to these 3 leaves" in unsigned.stdout, unsigned.stdout
+
+
 # -- empty variables ------------------------------------------------------------------------------
 
 

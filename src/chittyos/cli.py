@@ -491,6 +491,12 @@ def chain_verify(
     if report.counts:  # per code, the most frequent first; dropped ones included
         per_code = sorted(report.counts.items(), key=lambda item: (-item[1], item[0]))
         typer.echo("mismatches: " + ", ".join(f"{count} {check}" for check, count in per_code if count))
+    if report.leaves_checked and not report.checkpoints_checked:
+        # Consistent, but nothing signed commits to it: deleted checkpoints look just like this.
+        typer.echo(
+            f"WARNING: no signed checkpoint commits to these {report.leaves_checked} leaves (none was "
+            "signed yet, or they were deleted); `chittyos chain checkpoint` signs one"
+        )
     typer.echo(
         f"{report.origin}: {report.leaves_checked} leaves, {report.nodes_checked} stored nodes, "
         f"{report.checkpoints_checked} checkpoints"
