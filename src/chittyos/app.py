@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import structlog
-from sqlalchemy import Table, make_url, text
+from sqlalchemy import Table, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -64,6 +64,7 @@ from chittyos.llm.openai_provider import OpenAIProvider
 from chittyos.llm.pricing import PriceBook
 from chittyos.llm.selection import ProviderSelector
 from chittyos.signing import OpenPGPSigner, Sealer, open_sealer, open_signer
+from chittyos.signing.sealing import KEY_VARIABLE, KeyRing, envelope_key_id
 from chittyos.signing.setup import ENCRYPTION_KEY_FILE
 from chittyos.tiers import StandardTier, TierRegistry
 
@@ -209,6 +210,8 @@ async def open_app(
             checkpoint_problem = await check_log_key(engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
         signer = await anyio.to_thread.run_sync(open_signer, settings)
         sealing = await anyio.to_thread.run_sync(open_sealer, settings)
+        if create:
+            await check_sealing_keys(engine, sealing.sealer.keyring, sealing.key_source)
         if sealing.created:
             log.warning(
                 "created an encryption key for sealing at rest; back it up, or set CHITTY_ENCRYPTION_KEY",
@@ -366,6 +369,26 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
         "(or the same PGP_PRIVATE_KEY and CHITTY_ENCRYPTION_KEY): copy them from the first server's "
         "data directory, or set CHITTY_DATA_DIR to it"
     )
+
+
+async def check_sealing_keys(engine: AsyncEngine, keyring: KeyRing, key_source: str) -> None:
+    """Refuse to start sealing when the database holds values sealed with a key that is not
+    loaded: one sampled value per sealed table (any row; after a finished rotation every row
+    names the new key). A server started with the old key after a rotation would otherwise
+    seal new rows under it and leave the rotated ones unopenable. Raises
+    ``ConfigurationError`` naming the key id and the variable; never the key."""
+    async with engine.connect() as conn:
+        for table, columns in sealed_columns().items():
+            column = table.c[columns[0]]
+            value = await conn.scalar(select(column).where(column.is_not(None)).limit(1))
+            kid = envelope_key_id(value)
+            if kid is not None and kid not in keyring.key_ids:
+                raise ConfigurationError(
+                    f"{KEY_VARIABLE}: {table.name}.{column.name} holds values sealed with key id {kid}, "
+                    f"which is not loaded (loaded from {key_source}: {', '.join(keyring.key_ids)}); sealing "
+                    f"on would mix keys: load that key first ({KEY_VARIABLE}=<key {kid}>,<other keys>), "
+                    "as after `chittyos keys rotate-encryption`"
+                )
 
 
 async def _claim_empty_log(app: App, engine: AsyncEngine, log_key: NoteSigner, key_file: Path) -> None:

@@ -11,9 +11,10 @@ from sqlalchemy import select, update
 
 from chittyos.app import App, open_app, sealed_columns
 from chittyos.db.models import SecureExecution
-from chittyos.errors import ProofRejected
+from chittyos.errors import ConfigurationError, ProofRejected
 from chittyos.execution import ExecutionRequest
 from chittyos.signing.rotation import rotate_sealed_values
+from chittyos.signing.sealing import key_id, parse_key
 from tests.openai_server import OpenAIServer
 
 pytestmark = pytest.mark.anyio
@@ -91,11 +92,36 @@ async def test_rotation_reseals_everything_and_an_interrupted_run_finishes_next_
 async def test_the_old_key_missing_before_rotation_is_a_clear_error(
     make_settings: Any, openai_server: OpenAIServer
 ) -> None:
-    async with open_app(make_settings(chitty_encryption_key=new_key())) as app:
+    first, other = new_key(), new_key()
+    async with open_app(make_settings(chitty_encryption_key=first)) as app:
         view = await app.executions.execute(ExecutionRequest(prompt="p", user_id="u"))
-    async with open_app(make_settings(chitty_encryption_key=new_key())) as app:
+    # A start that would seal new rows refuses; the message names the key id, never a key.
+    kid = key_id(parse_key(first))
+    with pytest.raises(ConfigurationError, match=f"secure_executions.prompt holds values sealed with key id {kid}") as refused:
+        async with open_app(make_settings(chitty_encryption_key=other)):
+            pass
+    assert first not in str(refused.value) and other not in str(refused.value)
+    # A command that only reads opens, and the row names the key it needs.
+    async with open_app(make_settings(chitty_encryption_key=other), serving=False, create=False) as app:
         with pytest.raises(ProofRejected, match="key"):
             await app.executions.status(view.execution_id)
+
+
+async def test_a_start_with_only_the_old_key_after_a_rotation_is_refused(
+    make_settings: Any, openai_server: OpenAIServer
+) -> None:
+    # A new user rotated, then started with the old key file again: new rows were sealed under
+    # the old key and every rotated row failed to open.
+    old, new = new_key(), new_key()
+    async with open_app(make_settings(chitty_encryption_key=old)) as app:
+        await app.executions.execute(ExecutionRequest(prompt="p", user_id="u"))
+    async with open_app(make_settings(chitty_encryption_key=f"{new},{old}")) as app:
+        await rotate_sealed_values(uow=app.uow, sealer=app.sealer, sealed=sealed_columns())
+    with pytest.raises(ConfigurationError, match=f"key id {key_id(parse_key(new))}, which is not loaded"):
+        async with open_app(make_settings(chitty_encryption_key=old)):
+            pass
+    async with open_app(make_settings(chitty_encryption_key=new)) as app:
+        await app.executions.execute(ExecutionRequest(prompt="q", user_id="u"))
 
 
 async def test_chat_contents_and_system_prompts_are_sealed_and_rotate_with_the_rest(

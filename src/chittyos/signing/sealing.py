@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from chittyos.errors import ConfigurationError, InvalidInput, ProofRejected
 from chittyos.signing.keyfiles import create_secret_file, read_secret_file
 
-__all__ = ["KeyRing", "Sealer", "key_id", "load_or_create_key_file", "parse_key"]
+__all__ = ["KeyRing", "Sealer", "envelope_key_id", "key_id", "load_or_create_key_file", "parse_key"]
 
 KEY_VARIABLE = "CHITTY_ENCRYPTION_KEY"
 KEY_BYTES = 32
@@ -65,6 +65,17 @@ RowId = str | int | uuid.UUID
 def key_id(key: bytes) -> str:
     """8 lower-case hex: the first 4 bytes of sha256(key). Names a key without revealing it."""
     return hashlib.sha256(key).hexdigest()[:8]
+
+
+def envelope_key_id(envelope: object) -> str | None:
+    """The key id an envelope names (``cs1:<key id>:...``), None for anything else. Reads the
+    envelope's label only: whether it opens is ``Sealer.open``'s question."""
+    if not isinstance(envelope, str):
+        return None
+    parts = envelope.split(":", 2)
+    if len(parts) < 3 or parts[0] != _VERSION or not _KEY_ID.fullmatch(parts[1]):
+        return None
+    return parts[1]
 
 
 def parse_key(text: str, *, source: str = KEY_VARIABLE) -> bytes:
