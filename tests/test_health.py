@@ -46,3 +46,20 @@ def test_health_report_keeps_everything_else_and_adds_only_the_missing_keys() ->
     }
     assert report["chain"]["checkpoint"] == {"ok": True}  # not mutated
     assert health_report({"status": "starting"}) == {"status": "starting"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_sqlite_database_with_every_connection_busy_is_busy_not_unreachable(app: App) -> None:
+    # A new user's burst of writes beside a `chain verify` turned /health 503 "unreachable" for a
+    # few seconds: enough for a HEALTHCHECK to restart a healthy server.
+    pool = app.engine.sync_engine.pool
+    held = [await app.engine.connect() for _ in range(pool.size() + pool._max_overflow)]  # type: ignore[attr-defined]
+    try:
+        report = await app.health()
+    finally:
+        for connection in held:
+            await connection.close()
+    assert report["status"] == "ok"
+    assert report["database"]["busy"] is True and report["database"]["reachable"] is None
+    after = await app.health()
+    assert after["database"]["reachable"] is True and "busy" not in after["database"]

@@ -106,7 +106,8 @@ class App:
         """``{status, version, database{backend, reachable, round_trip_ms, error?}, provider, tiers,
         signer{ready, fingerprint}, sealing{algorithm, active_key_id}, chain{origin, checkpoint{ok,
         error?, failed_at?}}}``; ``degraded`` when the database is unreachable, its schema is not
-        this version's, or the last checkpoint attempt failed."""
+        this version's, or the last checkpoint attempt failed. An SQLite database that gives no
+        connection within 5 s is ``busy`` (``reachable`` null), not degraded."""
         database: dict[str, Any] = {"backend": self.engine.dialect.name, "schema_head": self.schema_head}
         started = time.perf_counter()
         try:
@@ -117,14 +118,18 @@ class App:
                     # A reachable database whose schema was dropped or rolled back cannot serve.
                     database["schema_revision"] = await _schema_revision(conn)
         except Exception as exc:  # health reports, it does not raise
-            database.update(reachable=False, error=type(exc).__name__)
+            if isinstance(exc, TimeoutError) and self.engine.dialect.name == "sqlite":
+                # A local file does not go away: no answer within 5 s means every connection is
+                # busy (a burst of writes beside a full `chain verify`), no reason for a restart.
+                database.update(reachable=None, busy=True)
+            else:
+                database.update(reachable=False, error=type(exc).__name__)
         checkpoint: dict[str, Any] = {"ok": True}
         failure = self.chain.log.checkpoint_failure
         if failure is not None:
             checkpoint = {"ok": False, "error": failure.error, "failed_at": failure.at.isoformat()}
-        healthy = (
-            database["reachable"] and database.get("schema_revision") == self.schema_head and checkpoint["ok"]
-        )
+        answered = database["reachable"] and database.get("schema_revision") == self.schema_head
+        healthy = (answered or database.get("busy", False)) and checkpoint["ok"]
         return {
             "status": "ok" if healthy else "degraded",
             "version": self.version,

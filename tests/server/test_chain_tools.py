@@ -17,6 +17,23 @@ from tests.server.test_tools import payload
 pytestmark = pytest.mark.anyio
 
 
+async def test_the_longest_subject_in_four_byte_characters_is_logged_and_found_on_both_databases(
+    connect: Connect,
+) -> None:
+    # 1,024 characters of 4 bytes: PostgreSQL's B-tree index refused anything over 2,704 bytes
+    # (900 CJK characters), while SQLite stored it.
+    subject = "".join(chr(0x20000 + n) for n in range(1024))
+    async with connect() as client:
+        logged = payload(
+            await client.call_tool(
+                "fortress_log_assertion", {"subject": subject, "predicate": "p", "object": "o", "source": "s"}
+            )
+        )
+        found = payload(await client.call_tool("chitty_chain_query", {"subject": subject}))
+    assert logged["status"] == "logged"
+    assert found["count"] == 1 and found["facts"][0]["fact_id"] == logged["fact_id"]
+
+
 async def test_an_assertion_is_logged_signed_queried_and_verified_offline(connect: Connect) -> None:
     async with connect() as client:
         logged = payload(
