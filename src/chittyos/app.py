@@ -57,7 +57,7 @@ from chittyos.db import (
 from chittyos.db.migrate import sync_engine
 from chittyos.errors import ChittyError, ConfigurationError, ProofRejected
 from chittyos.events import EventBus, ExecutionCompleted, ExecutionFailed
-from chittyos.db.models import Base, SecureExecution, utcnow
+from chittyos.db.models import Base, ChainFact, SecureExecution, utcnow
 from chittyos.execution import SEALED_COLUMNS as EXECUTION_SEALED_COLUMNS
 from chittyos.execution import ExecutionService
 from chittyos.llm.openai_provider import OpenAIProvider
@@ -227,6 +227,7 @@ async def open_app(
             app.chain.log.checkpoint_failure = CheckpointFailure(at=utcnow(), error=checkpoint_problem)
         if create:
             await _claim_empty_log(app, engine, log_key, settings.chitty_data_dir / LOG_KEY_FILE)
+            await check_assertion_signer(app)
         if serving:
             await app.executions.fail_abandoned(older_than_s=settings.chitty_execution_stale_s)
             log.info(
@@ -394,6 +395,32 @@ async def check_sealing_keys(engine: AsyncEngine, keyring: KeyRing, key_source: 
                     f"on would mix keys: load that key first ({KEY_VARIABLE}=<key {kid}>,<other keys>), "
                     "as after `chittyos keys rotate-encryption`"
                 )
+
+
+async def check_assertion_signer(app: App) -> None:
+    """Refuse an OpenPGP keyring that does not hold the key of the log's newest signed fact.
+
+    The log key check does not cover ``gnupg/``: a server with the shared ``chain/log.key`` but
+    a keyring of its own would sign assertions that every other server's ``chain verify`` then
+    reports as by an unknown key, and theirs likewise. A key that is only in the keyring as a
+    public key (an earlier signing key kept for checking) is fine; whether the signature holds is
+    for ``chittyos chain verify``. Raises ``ConfigurationError``.
+    """
+    async with app.uow.read() as session:
+        signed = select(ChainFact.id).where(ChainFact.signature.is_not(None))
+        newest = await session.scalar(signed.order_by(ChainFact.leaf_index.desc()).limit(1))
+    if newest is None:
+        return
+    fact = (await app.chain.log.get(newest)).fact()
+    assert fact.signature is not None
+    check = await anyio.to_thread.run_sync(app.signer.verify, fact.signing_bytes(), fact.signature)
+    if check.key_known is False:
+        raise ConfigurationError(
+            f"PGP_KEY_ID: this database's log holds assertions signed by {fact.signer}, a key that is not in "
+            f"this server's keyring ({app.signer.gnupghome}); servers sharing a database must share the "
+            "data directory's gnupg/ (or the same PGP_PRIVATE_KEY): copy it from the first server's data "
+            "directory, or import that public key to keep checking an earlier signing key"
+        )
 
 
 async def _claim_empty_log(app: App, engine: AsyncEngine, log_key: NoteSigner, key_file: Path) -> None:

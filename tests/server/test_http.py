@@ -133,6 +133,24 @@ def fact(n: int) -> Fact:
     return Fact(subject=f"doc:{n}", predicate="says", object=f"v{n}", source="test", timestamp=1_700_000_000_000 + n)
 
 
+async def test_a_second_openpgp_key_on_a_log_with_assertions_stops_start_up(
+    make_settings: Any, data_dir: Path, other_data_dir: Path
+) -> None:
+    # A new user shared chain/ and encryption.key but not gnupg/: both servers started, and each
+    # one's `chain verify` then failed on the other's assertions ("unknown key").
+    async with open_app(make_settings()) as first:
+        await first.chain.assert_fact(subject="contract:1", predicate="signed_by", object="a", source="t")
+        signer = first.signer.fingerprint
+    (other_data_dir / "chain").mkdir()
+    for name in ("chain/log.key", "encryption.key"):
+        shutil.copy2(data_dir / name, other_data_dir / name)
+    with pytest.raises(ConfigurationError, match=f"assertions signed by {signer}, a key that is not in"):
+        async with open_app(make_settings(chitty_data_dir=other_data_dir)):
+            pass
+    async with open_app(make_settings()) as first:  # the first server still starts
+        assert (await first.health())["status"] == "ok"
+
+
 async def test_a_second_log_key_on_a_signed_log_stops_start_up(make_settings: Any, other_data_dir: Path) -> None:
     async with open_app(make_settings()) as first:
         await first.chain.log.append_now([fact(1)])
