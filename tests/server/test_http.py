@@ -151,6 +151,15 @@ async def test_a_second_openpgp_key_on_a_log_with_assertions_stops_start_up(
         assert (await first.health())["status"] == "ok"
 
 
+async def test_a_changed_signature_on_the_newest_assertion_does_not_stop_start_up(make_settings: Any) -> None:
+    async with open_app(make_settings()) as app:
+        await app.chain.assert_fact(subject="contract:1", predicate="signed_by", object="a", source="t")
+        async with app.engine.begin() as conn:
+            await conn.execute(text("UPDATE chitty_chain_facts SET signature = 'garbage' WHERE signature IS NOT NULL"))
+    async with open_app(make_settings()) as app:  # the row is for `chain verify` to name
+        assert (await app.chain.log.verify_log()).ok is False
+
+
 async def test_a_second_log_key_on_a_signed_log_stops_start_up(make_settings: Any, other_data_dir: Path) -> None:
     async with open_app(make_settings()) as first:
         await first.chain.log.append_now([fact(1)])
