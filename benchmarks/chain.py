@@ -52,6 +52,7 @@ from chittyos.chain import ChainLog, CompactRange, Fact, NoteSigner
 from chittyos.chain.checks import execution_references
 from chittyos.chain.facts import canonical_leaf_sorted
 from chittyos.chain.merkle import root_nodes
+from chittyos.chain.subscriber import EXECUTION_PREDICATES
 from chittyos.db import UnitOfWork, create_engine, make_session_factory, upgrade
 
 ORIGIN = "bench.chittyos/chain"
@@ -65,10 +66,15 @@ def execution_id(n: int) -> str:
     return str(uuid.UUID(int=n // 6))
 
 
+def predicate(n: int) -> str:
+    """Fact n's predicate: one of each per execution (the cross-reference refuses a second)."""
+    return EXECUTION_PREDICATES[n % 6]
+
+
 def fact(n: int) -> Fact:
     return Fact(
         subject=f"execution:{execution_id(n)}",
-        predicate="completed",
+        predicate=predicate(n),
         object="sha256:" + f"{n:064x}",
         source="chittyos:standard",
         timestamp=T0 + n,
@@ -82,7 +88,7 @@ def values(n: int) -> tuple[Any, ...]:
         None,
         execution_id(n),
         "sha256:" + f"{n:064x}",
-        "completed",
+        predicate(n),
         None,
         None,
         "chittyos:standard",
@@ -354,10 +360,12 @@ def child(phase: str, backend: str, url: str, leaves: int, proofs: int) -> dict[
             "--proofs",
             str(proofs),
         ],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        sys.stderr.write(out.stderr)
+        raise SystemExit(f"the {phase} phase on {backend} failed (exit {out.returncode}); its stderr is above")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
