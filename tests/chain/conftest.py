@@ -9,12 +9,14 @@ repository (CI, a workstation) the two must be byte-identical, so the copy never
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chittyos.chain import ChainLog, Fact, NoteSigner
@@ -71,3 +73,27 @@ async def append_all(chain: ChainLog, uow: UnitOfWork, facts: list[Fact], *, bat
     for start in range(0, len(facts), batch):
         async with uow.begin() as session:
             await chain.append(session, facts[start : start + batch])
+
+
+async def insert_stray_fact(engine: AsyncEngine, fact: Fact, *, leaf_index: int) -> None:
+    """Write ``fact`` at ``leaf_index`` straight into the facts table, as tampering would: no
+    node, no move of the head."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO chitty_chain_facts (id, leaf_index, leaf_hash, subject, predicate, object, "
+                'source, "timestamp", verification_status, created_at) '
+                "VALUES (:id, :i, :h, :s, :p, :o, :src, :t, 'unsigned', :now)"
+            ),
+            {
+                "id": fact.fact_id,
+                "i": leaf_index,
+                "h": fact.leaf_hash,
+                "s": fact.subject,
+                "p": fact.predicate,
+                "o": fact.object,
+                "src": fact.source,
+                "t": fact.timestamp,
+                "now": datetime.now(UTC),
+            },
+        )

@@ -18,7 +18,7 @@ from chittyos.chain import facts as facts_module
 from chittyos.db import UnitOfWork
 from chittyos.db.models import ChainFact, ChainNode
 from chittyos.errors import IntegrityError, InvalidInput
-from tests.chain.conftest import LOG_KEY, append_all, make_fact
+from tests.chain.conftest import LOG_KEY, append_all, insert_stray_fact, make_fact
 from tests.chain.test_log import mth, stored_leaves
 
 pytestmark = pytest.mark.anyio
@@ -165,25 +165,7 @@ async def test_guessed_leaves_that_collide_with_stored_rows_fail_and_write_nothi
     chain: ChainLog, uow: UnitOfWork, engine: AsyncEngine
 ) -> None:
     await append_all(chain, uow, [make_fact(n) for n in range(4)])
-    stray = make_fact(99)
-    async with engine.begin() as conn:  # a row at index 4 behind the log's back; the head says 4
-        await conn.execute(
-            text(
-                "INSERT INTO chitty_chain_facts (id, leaf_index, leaf_hash, subject, predicate, object, "
-                'source, "timestamp", verification_status, created_at) '
-                "VALUES (:id, 4, :h, :s, :p, :o, :src, :t, 'unsigned', :now)"
-            ),
-            {
-                "id": stray.fact_id,
-                "h": stray.leaf_hash,
-                "s": stray.subject,
-                "p": stray.predicate,
-                "o": stray.object,
-                "src": stray.source,
-                "t": stray.timestamp,
-                "now": datetime.now(UTC),
-            },
-        )
+    await insert_stray_fact(engine, make_fact(99), leaf_index=4)  # behind the log's back; the head says 4
     with pytest.raises(IntegrityError, match=r"leaves 4\.\.5 conflicts with stored rows"):
         await append_all(chain, uow, [make_fact(10), make_fact(11)], batch=2)
     async with uow.read() as session:

@@ -6,7 +6,6 @@ pooled connection handed back as the pool expects it."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import anyio
 import pytest
@@ -17,7 +16,7 @@ from chittyos.chain import ChainLog, Fact, store
 from chittyos.db import UnitOfWork
 from chittyos.db.models import ChainFact
 from chittyos.errors import IntegrityError
-from tests.chain.conftest import LOG_KEY, make_fact
+from tests.chain.conftest import LOG_KEY, insert_stray_fact, make_fact
 from tests.chain.test_append import reference_nodes, stored_nodes
 from tests.chain.test_log import mth, stored_leaves
 
@@ -105,25 +104,7 @@ async def test_a_guess_that_collides_with_a_stored_row_fails_writes_nothing_and_
 ) -> None:
     for n in range(4):
         await chain.append_now([make_fact(n)])
-    stray = make_fact(99)
-    async with engine.begin() as conn:  # a row at index 4 behind the log's back; the head says 4
-        await conn.execute(
-            text(
-                "INSERT INTO chitty_chain_facts (id, leaf_index, leaf_hash, subject, predicate, object, "
-                'source, "timestamp", verification_status, created_at) '
-                "VALUES (:id, 4, :h, :s, :p, :o, :src, :t, 'unsigned', :now)"
-            ),
-            {
-                "id": stray.fact_id,
-                "h": stray.leaf_hash,
-                "s": stray.subject,
-                "p": stray.predicate,
-                "o": stray.object,
-                "src": stray.source,
-                "t": stray.timestamp,
-                "now": datetime.now(UTC),
-            },
-        )
+    await insert_stray_fact(engine, make_fact(99), leaf_index=4)  # behind the log's back; the head says 4
     with pytest.raises(IntegrityError, match=r"leaves 4\.\.5 conflicts with stored rows"):
         await chain.append_now([make_fact(10), make_fact(11)])
     async with uow.read() as session:
