@@ -13,6 +13,7 @@ The tree, so that callers branch on the kind and not on the prose::
      +-- IntegrityError          stored data contradicts itself (tampering, a fork, a gap)
      +-- BudgetExceeded          a call would pass a spending limit
      +-- RateLimited             a caller sent more requests than allowed
+     +-- DatabaseBusy            the database stayed locked past the wait; nothing was written
 
 Messages name the field or step, the rule, and expected vs got. They never carry a secret:
 no API key, passphrase or encryption key is ever formatted into one.
@@ -26,6 +27,7 @@ __all__ = [
     "BudgetExceeded",
     "ChittyError",
     "ConfigurationError",
+    "DatabaseBusy",
     "Delivery",
     "IntegrityError",
     "InvalidInput",
@@ -129,6 +131,15 @@ class BudgetExceeded(ChittyError):
 
 class RateLimited(ChittyError):
     """A caller went over the allowed request rate; no model call was made."""
+
+
+class DatabaseBusy(ChittyError):
+    """The database did not give this transaction its turn within the wait (SQLite's one write
+    lock held by others, the connection pool empty). Nothing was written; the call may be retried."""
+
+    def __init__(self, waited_s: float, why: str) -> None:
+        self.waited_s = waited_s
+        super().__init__(f"database busy: {why} for {waited_s:g} s; nothing was written, retry the call")
 
 
 def _short(value: object, limit: int = 80) -> str:

@@ -7,6 +7,14 @@ The end of a transaction (commit, rollback, returning the connection) is shielde
 cancellation. Under anyio, cancellation is level-triggered: a cancelled MCP request would
 otherwise cancel its own rollback too, leaving the connection checked out and its locks held
 (SQLite then reports "database is locked" to everyone else).
+
+On SQLite every transaction takes the one write lock (``BEGIN IMMEDIATE``), so this process's
+transactions first queue for it here, in arrival order, holding no connection while they wait.
+Left to SQLite's busy handler, a burst of callers would each hold a pooled connection while
+polling for the lock with growing sleeps: the pool ran dry (SQLAlchemy's pool timeout) and
+unlucky pollers starved past the busy timeout ("database is locked"), where the queue serves
+them in a few ms each. Waiting past the wait raises ``DatabaseBusy``, as does a pool timeout or
+a lock held by another process past SQLite's busy timeout.
 """
 
 from __future__ import annotations
@@ -15,19 +23,35 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlite3
+
 import anyio
 from psycopg.pq import TransactionStatus
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from chittyos.db.engine import SQLITE_BUSY_TIMEOUT_MS
+from chittyos.errors import DatabaseBusy
 
 __all__ = ["UnitOfWork"]
 
 
 class UnitOfWork:
-    def __init__(self, *, session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """Transactions on one engine. ``busy_wait_s``: how long a transaction waits for its turn at
+    SQLite's write lock in this process (seconds) before ``DatabaseBusy``."""
+
+    def __init__(
+        self,
+        *,
+        session_factory: async_sessionmaker[AsyncSession],
+        busy_wait_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+    ) -> None:
         self._factory = session_factory
         bind = session_factory.kw.get("bind")
         self._sqlite = bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "sqlite" else None
         self._postgres = bind if isinstance(bind, AsyncEngine) and bind.dialect.name == "postgresql" else None
+        self._sqlite_turn = anyio.Lock() if self._sqlite is not None else None
+        self._busy_wait_s = busy_wait_s
 
     @property
     def is_postgres(self) -> bool:
@@ -84,7 +108,33 @@ class UnitOfWork:
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
-        """A session inside a transaction; commit on normal exit, rollback on exception."""
+        """A session inside a transaction; commit on normal exit, rollback on exception.
+
+        Raises ``DatabaseBusy`` when the transaction could not start within the wait (see the
+        module docstring)."""
+        async with self._turn():
+            async with self._transaction() as session:
+                yield session
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """This process's turn at SQLite's write lock (nothing to wait for on PostgreSQL)."""
+        if self._sqlite_turn is None:
+            yield
+            return
+        acquired = False
+        with anyio.move_on_after(self._busy_wait_s):
+            await self._sqlite_turn.acquire()
+            acquired = True
+        if not acquired:
+            raise DatabaseBusy(self._busy_wait_s, "this process's earlier transactions held SQLite's write lock")
+        try:
+            yield
+        finally:
+            self._sqlite_turn.release()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
         session = self._factory()
         try:
             await session.begin()
@@ -94,7 +144,14 @@ class UnitOfWork:
             # pool, and its aiosqlite thread would keep the process from exiting. A cancelled
             # caller instead waits for the lock (at most the busy timeout), then rolls back.
             with anyio.CancelScope(shield=True):
-                await session.connection()
+                try:
+                    await session.connection()
+                except sa_exc.TimeoutError:
+                    raise DatabaseBusy(_pool_timeout(self._factory), "no database connection came free") from None
+                except sa_exc.OperationalError as exc:
+                    if not _locked(exc):
+                        raise
+                    raise DatabaseBusy(SQLITE_BUSY_TIMEOUT_MS / 1000, "another process held SQLite's write lock") from None
             yield session
             with anyio.CancelScope(shield=True):
                 await session.commit()
@@ -111,3 +168,14 @@ class UnitOfWork:
         """A session for reads only. Still a transaction (one consistent snapshot)."""
         async with self.begin() as session:
             yield session
+
+
+def _locked(exc: sa_exc.OperationalError) -> bool:
+    """SQLite's busy timeout ran out (``SQLITE_BUSY``: "database is locked")."""
+    return isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
+
+
+def _pool_timeout(factory: async_sessionmaker[AsyncSession]) -> float:
+    bind = factory.kw.get("bind")
+    timeout = getattr(getattr(getattr(bind, "sync_engine", None), "pool", None), "timeout", None)
+    return float(timeout()) if callable(timeout) else 30.0  # QueuePool's default
