@@ -21,7 +21,10 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
     # an answer, not an incident).
     for noisy in ("httpx", "httpx2", "openai", "uvicorn.access", "alembic", "gnupg"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
-    logging.getLogger("gnupg").setLevel(max(numeric, logging.ERROR))
+    gnupg_log = logging.getLogger("gnupg")
+    gnupg_log.setLevel(max(numeric, logging.ERROR))
+    if not any(isinstance(f, _GpgStoppedReading) for f in gnupg_log.filters):
+        gnupg_log.addFilter(_GpgStoppedReading())
     # Tracebacks without local variables: locals hold prompts and answers, which are sealed at
     # rest and must not reappear in plain text in a log.
     renderer: structlog.types.Processor = (
@@ -41,3 +44,12 @@ def configure_logging(level: str = "INFO", *, json: bool = False) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class _GpgStoppedReading(logging.Filter):
+    """Drops python-gnupg's traceback for a broken pipe while it sends data: gpg stopped reading
+    because it had its answer already (a garbled signature over a large text); the signer reads
+    that answer from gpg's status lines (``openpgp._GPG``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], BrokenPipeError))

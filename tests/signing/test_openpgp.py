@@ -98,6 +98,27 @@ def test_garbled_signature_is_invalid_with_a_reason(
     assert not check.valid and check.reason and check.fingerprint is None
 
 
+@pytest.mark.parametrize("signature", ["x", "garbage", "-----BEGIN PGP SIGNATURE-----\n\nAAAA\n-----END PGP SIGNATURE-----\n"])
+@pytest.mark.parametrize("explicit_key", [False, True], ids=["keyring", "public_key"])
+def test_a_garbled_signature_over_more_than_a_pipe_buffer_of_data_is_invalid_not_an_error(
+    signer: OpenPGPSigner, signature: str, explicit_key: bool
+) -> None:
+    # gpg gives up before reading 70 KB from its stdin; python-gnupg raised the broken pipe.
+    data = b"x" * 70_000
+    key = signer.export_public_key() if explicit_key else None
+    check = signer.verify(data, signature, key)
+    assert (check.valid, check.reason) == (False, "not an OpenPGP signature")
+
+
+def test_an_unknown_keys_signature_over_a_megabyte_is_reported_as_unknown(
+    signer: OpenPGPSigner, other_signer: OpenPGPSigner
+) -> None:
+    data = bytes(range(256)) * 4096
+    check = signer.verify(data, other_signer.sign(data))
+    assert (check.valid, check.key_known) == (False, False)
+    assert check.reason is not None and "unknown key" in check.reason
+
+
 def test_public_key_block_is_not_a_signature(signer: OpenPGPSigner) -> None:
     check = signer.verify(DATA, signer.export_public_key())
     assert not check.valid and check.reason

@@ -451,6 +451,17 @@ class _RecordingVerify(gnupg.Verify):  # type: ignore[misc]
 class _GPG(gnupg.GPG):  # type: ignore[misc]
     result_map: ClassVar[dict[str, type]] = {**gnupg.GPG.result_map, "verify": _RecordingVerify}
 
+    def _handle_io(self, args: Any, fileobj_or_path: Any, result: Any, passphrase: Any = None, binary: bool = False) -> Any:
+        try:
+            return super()._handle_io(args, fileobj_or_path, result, passphrase, binary)
+        except BrokenPipeError:
+            # gpg stopped reading the data (more than a pipe's 64 KiB) before its end: it had
+            # decided without it (not a signature, a key it cannot use). python-gnupg raises the
+            # writer's broken pipe after collecting every status line, which say why.
+            if result.returncode is None:
+                raise
+            return result
+
 
 def _verify_in(gpg: _GPG, data: bytes, signature: str, *, where: str) -> SignatureCheck:
     payload = _as_bytes(data)
