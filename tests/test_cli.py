@@ -547,3 +547,20 @@ def test_keys_init_does_not_make_a_new_log_key_for_a_log_another_key_signed(tmp_
     assert line.startswith(f"chittyos: CHITTY_DATA_DIR: {key} does not exist, but the database"), line
     assert f"holds a log signed by {name}+" in line and "Restore the data directory's chain/log.key" in line
     assert not key.exists()
+
+
+def test_keys_init_and_serve_refuse_an_encryption_key_that_opens_nothing_and_leave_no_key_file(
+    settings: Settings, openai_server: OpenAIServer
+) -> None:
+    # keys init said "encryption key id ... (created now: back it up)" for a key that opens
+    # none of the database's sealed rows, and a refused serve left such a key file behind.
+    env = settings_env(settings)
+    assert chittyos("exec", "sealed under the first key", env=env).returncode == 0
+    key_file = settings.chitty_data_dir / "encryption.key"
+    assert settings.chitty_encryption_key is None and key_file.exists()
+    key_file.unlink()  # lost: a new one would open none of the sealed rows
+    for command in (["keys", "init"], ["serve"]):
+        line = one_line(chittyos(*command, env=env))
+        assert "secure_executions.prompt holds values sealed with key id" in line, line
+        assert "which is not loaded" in line
+        assert not key_file.exists()

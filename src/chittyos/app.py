@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import structlog
-from sqlalchemy import Table, make_url, select, text
+from sqlalchemy import Connection, Table, inspect, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,6 +35,7 @@ from chittyos.chat import (
 from chittyos.chain import (
     ChainLog,
     NoteSigner,
+    NoteVerifier,
     execution_subscriber,
     load_or_create_log_key,
     note_signers,
@@ -64,8 +65,8 @@ from chittyos.llm.openai_provider import OpenAIProvider
 from chittyos.llm.pricing import PriceBook
 from chittyos.llm.selection import ProviderSelector
 from chittyos.signing import OpenPGPSigner, Sealer, open_sealer, open_signer
-from chittyos.signing.sealing import KEY_VARIABLE, KeyRing, envelope_key_id
-from chittyos.signing.setup import ENCRYPTION_KEY_FILE
+from chittyos.signing.sealing import KEY_VARIABLE, envelope_key_id
+from chittyos.signing.setup import ENCRYPTION_KEY_FILE, SealerSetup
 from chittyos.tiers import StandardTier, TierRegistry
 
 __all__ = [
@@ -216,7 +217,7 @@ async def open_app(
         signer = await anyio.to_thread.run_sync(open_signer, settings)
         sealing = await anyio.to_thread.run_sync(open_sealer, settings)
         if create:
-            await check_sealing_keys(engine, sealing.sealer.keyring, sealing.key_source)
+            await check_sealing_keys(engine, sealing)
         if sealing.created:
             log.warning(
                 "created an encryption key for sealing at rest; back it up, or set CHITTY_ENCRYPTION_KEY",
@@ -345,6 +346,7 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
     async with UnitOfWork(session_factory=make_session_factory(engine)).read() as session:
         head = await chain_store.head(session)
         latest = await chain_store.latest_checkpoints(session, 1)
+        first = await chain_store.first_checkpoint(session)
     if head is not None and head[1] != log_key.name:
         raise ConfigurationError(
             f"CHITTY_LOG_ORIGIN: this database's log has origin {head[1]!r}, the log key {key_file} is for "
@@ -353,18 +355,18 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
     if not latest:
         return None
     size, note = latest[0][0], latest[0][2]
-    try:
-        open_note(note, [verifier])
+    if _opens(note, verifier):
         return None
-    except ProofRejected:
-        pass
     ours = f"{verifier.name}+{verifier.key_id:08x}"
     signers = note_signers(note)
-    if ours in signers:
+    # The log's first checkpoint by this key: this key signed the log, so the newest row was
+    # changed (its signature line too, so that it names no key of ours), not another server's.
+    claimed = first is not None and first[0] < size and _opens(first[2], verifier)
+    if ours in signers or claimed:
         problem = (
-            f"the newest chain checkpoint (size {size}) carries this log key's name but its signature "
-            "does not verify (a changed checkpoint row): no checkpoint can be signed after it; run "
-            "`chittyos chain verify`"
+            f"the newest chain checkpoint (size {size}) does not verify with this server's log key "
+            f"{ours}, which " + (f"signed the log's first checkpoint (size {first[0]})" if claimed else "it names")
+            + " (a changed checkpoint row): no checkpoint can be signed after it; run `chittyos chain verify`"
         )
         log.error(problem, tree_size=size)
         return problem
@@ -377,24 +379,65 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
     )
 
 
-async def check_sealing_keys(engine: AsyncEngine, keyring: KeyRing, key_source: str) -> None:
+def _opens(note: str, verifier: NoteVerifier) -> bool:
+    try:
+        open_note(note, [verifier])
+        return True
+    except ProofRejected:
+        return False
+
+
+async def check_sealing_keys(engine: AsyncEngine, sealing: SealerSetup) -> None:
     """Refuse to start sealing when the database holds values sealed with a key that is not
-    loaded: one sampled value per sealed table (any row; after a finished rotation every row
-    names the new key). A server started with the old key after a rotation would otherwise
-    seal new rows under it and leave the rotated ones unopenable. Raises
-    ``ConfigurationError`` naming the key id and the variable; never the key."""
+    loaded (``_check_sealing_keys``). Raises ``ConfigurationError``."""
     async with engine.connect() as conn:
-        for table, columns in sealed_columns().items():
-            column = table.c[columns[0]]
-            value = await conn.scalar(select(column).where(column.is_not(None)).limit(1))
+        await conn.run_sync(_check_sealing_keys, sealing)
+
+
+def check_sealing_keys_of_existing_database(settings: Settings, sealing: SealerSetup) -> None:
+    """``check_sealing_keys`` for ``keys init``: blocking, and creates nothing; a database that
+    does not exist yet, or has no schema yet, holds nothing sealed. Raises ``ConfigurationError``."""
+    url = settings.database_url
+    sqlite_file = _sqlite_file(url)
+    if is_sqlite(url) and (sqlite_file is None or not sqlite_file.exists()):
+        return
+    engine = sync_engine(url, configure=False)
+    try:
+        with engine.connect() as connection:
+            if not inspect(connection).has_table(SecureExecution.__tablename__):
+                return
+            _check_sealing_keys(connection, sealing)
+    except DBAPIError:
+        return  # unreachable: the server's own start reports that
+    finally:
+        engine.dispose()
+
+
+def _check_sealing_keys(conn: Connection, sealing: SealerSetup) -> None:
+    """A server started with the old key after a rotation would otherwise seal new rows under
+    it and leave the rotated ones unopenable.
+
+    Two values per sealed table: the first and the last row by id. Rotation re-seals in id
+    order, so after a finished one both name the new key, and an interrupted one left its first
+    row under the new key and its last under the old: whichever key is missing shows. A key file
+    created just now is removed again when refused: it opens nothing of this database, and a
+    user would back it up. The error names the key id and the variable; never the key."""
+    keyring = sealing.sealer.keyring
+    for table, columns in sealed_columns().items():
+        column = table.c[columns[0]]
+        for order in (table.c.id.asc(), table.c.id.desc()):
+            value = conn.scalar(select(column).where(column.is_not(None)).order_by(order).limit(1))
             kid = envelope_key_id(value)
-            if kid is not None and kid not in keyring.key_ids:
-                raise ConfigurationError(
-                    f"{KEY_VARIABLE}: {table.name}.{column.name} holds values sealed with key id {kid}, "
-                    f"which is not loaded (loaded from {key_source}: {', '.join(keyring.key_ids)}); sealing "
-                    f"on would mix keys: load that key first ({KEY_VARIABLE}=<key {kid}>,<other keys>), "
-                    "as after `chittyos keys rotate-encryption`"
-                )
+            if kid is None or kid in keyring.key_ids:
+                continue
+            if sealing.created:
+                Path(sealing.key_source).unlink(missing_ok=True)
+            raise ConfigurationError(
+                f"{KEY_VARIABLE}: {table.name}.{column.name} holds values sealed with key id {kid}, "
+                f"which is not loaded (loaded from {sealing.key_source}: {', '.join(keyring.key_ids)}); "
+                f"sealing on would mix keys: load that key first ({KEY_VARIABLE}=<key {kid}>,<other keys>), "
+                "as after `chittyos keys rotate-encryption`, and run that again if it was interrupted"
+            )
 
 
 async def check_assertion_signer(app: App) -> None:

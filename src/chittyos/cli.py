@@ -272,8 +272,9 @@ def claude_config() -> None:
 @keys_app.command("init")
 def keys_init() -> None:
     """Create (or load) the signing and encryption keys in the data directory; print what is in use.
-    Refuses to create a log key for a database whose log another key signed (keys lost)."""
-    from chittyos.app import log_signers_of_existing_database
+    Refuses to create a log key for a database whose log another key signed (keys lost), and an
+    encryption key that does not open what the database holds sealed."""
+    from chittyos.app import check_sealing_keys_of_existing_database, log_signers_of_existing_database
     from chittyos.chain import load_or_create_log_key
     from chittyos.chain.keys import LOG_KEY_FILE
     from chittyos.db import display_url
@@ -295,11 +296,14 @@ def keys_init() -> None:
     settings.chitty_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         signer = open_signer(settings)
-        sealing = open_sealer(settings)
-        log_key = load_or_create_log_key(settings.chitty_data_dir, settings.chitty_log_origin)
+        try:
+            sealing = open_sealer(settings)
+            check_sealing_keys_of_existing_database(settings, sealing)
+            log_key = load_or_create_log_key(settings.chitty_data_dir, settings.chitty_log_origin)
+        finally:
+            signer.close()  # a server on this data directory keeps its agent
     except ChittyError as exc:
         raise _fail(exc) from None
-    signer.close()  # a server on this data directory keeps its agent
     typer.echo(f"openpgp signing key   {signer.fingerprint}")
     typer.echo(f"chain verifier key    {log_key.verifier().to_vkey()}")
     created = " (created now: back it up)" if sealing.created else ""

@@ -257,6 +257,28 @@ async def test_a_server_started_on_a_changed_checkpoint_of_its_own_key_says_so_f
         assert "chittyos chain verify" in error
 
 
+async def test_a_checkpoint_whose_signature_line_was_changed_is_a_changed_row_not_another_server(
+    make_settings: Any,
+) -> None:
+    # A new user changed one base64 character of the signature line's key id: start-up said the
+    # log was another server's and told them to copy that server's keys.
+    async with open_app(make_settings()) as app:
+        await app.chain.log.append_now([fact(1)])
+        signed = await app.chain.log.checkpoint()
+        line = signed.note.rstrip("\n").splitlines()[-1]  # "— <name> <base64(key id || signature)>"
+        blob = line.split(" ")[-1]
+        changed = line[: -len(blob)] + ("B" if blob[0] != "B" else "C") + blob[1:]
+        async with app.engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE chitty_chain_checkpoints SET note = :note WHERE tree_size = 1"),
+                {"note": signed.note.replace(line, changed)},
+            )
+    async with open_app(make_settings()) as app:
+        error = (await app.health())["chain"]["checkpoint"]["error"]
+        assert "newest chain checkpoint (size 1) does not verify with this server's log key" in error
+        assert "signed the log's first checkpoint (size 0)" in error and "chittyos chain verify" in error
+
+
 async def test_health_recovers_once_a_checkpoint_is_signed_again(make_settings: Any) -> None:
     async with open_app(make_settings()) as app:
         signed = await sign_one_fact_then_break_its_checkpoint(app)

@@ -148,3 +148,33 @@ async def test_chat_contents_and_system_prompts_are_sealed_and_rotate_with_the_r
         got = await app.sessions.get(created.session_id)
     assert got.system_prompt == "be terse"
     assert [m.content for m in got.messages or []] == ["be terse", "the secret clause"]
+
+
+async def test_a_start_with_either_key_alone_after_an_interrupted_rotation_is_refused(
+    make_settings: Any, openai_server: OpenAIServer
+) -> None:
+    # A new user killed `keys rotate-encryption` half-way and restarted on the old key file:
+    # the one sampled row was still under the old key, so the server started and the rows
+    # already re-sealed failed to open.
+    old, new = new_key(), new_key()
+    async with open_app(make_settings(chitty_encryption_key=old)) as app:
+        for i in range(6):
+            await app.executions.execute(ExecutionRequest(prompt=f"p{i}", user_id="u"))
+
+    def interrupt(table: str, scanned: int) -> None:
+        raise KeyboardInterrupt
+
+    async with open_app(make_settings(chitty_encryption_key=f"{new},{old}")) as app:
+        with pytest.raises(KeyboardInterrupt):
+            await rotate_sealed_values(
+                uow=app.uow, sealer=app.sealer, sealed=sealed_columns(), batch_size=3, progress=interrupt
+            )
+    for alone, missing in ((old, new), (new, old)):
+        with pytest.raises(ConfigurationError, match=f"key id {key_id(parse_key(missing))}, which is not loaded"):
+            async with open_app(make_settings(chitty_encryption_key=alone)):
+                pass
+    async with open_app(make_settings(chitty_encryption_key=f"{new},{old}")) as app:
+        report = await rotate_sealed_values(uow=app.uow, sealer=app.sealer, sealed=sealed_columns())
+        assert report.values_resealed == 2 * 3
+    async with open_app(make_settings(chitty_encryption_key=new)):
+        pass

@@ -577,6 +577,13 @@ async def latest_checkpoints(session: AsyncSession, n: int) -> Sequence[Row[Any]
     return (await session.execute(stmt)).all()
 
 
+async def first_checkpoint(session: AsyncSession) -> Row[Any] | None:
+    """The checkpoint of smallest tree size (the log's claim, at size 0, when nothing removed
+    it): ``(tree_size, root_hash, note, signed_at)``; None when there is none."""
+    stmt = select(CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at)
+    return (await session.execute(stmt.order_by(CHECKPOINTS.c.tree_size.asc()).limit(1))).first()
+
+
 async def checkpoint_at(session: AsyncSession, size: int) -> Row[Any] | None:
     stmt = select(
         CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at
