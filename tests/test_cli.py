@@ -164,6 +164,12 @@ def test_chain_commands_prove_verify_and_name_a_tampered_index(
     missing = chittyos("chain", "proof", "0" * 64, env=env)
     assert missing.returncode == 2 and "not found" in missing.stderr
 
+    # A proof that the stored tree cannot give is a mismatch (1), not bad input (2).
+    _run_sql(settings.database_url, "UPDATE chitty_chain_nodes SET hash = leaf_hash FROM chitty_chain_facts "
+             "WHERE chitty_chain_nodes.level = 0 AND chitty_chain_nodes.\"index\" = 1 AND chitty_chain_facts.leaf_index = 2")
+    corrupt = chittyos("chain", "proof", fact_id, env=env)
+    assert corrupt.returncode == 1, corrupt.stderr
+
 
 @pytest.mark.anyio
 async def test_chain_verify_checks_the_signature_of_every_signed_fact_unless_told_not_to(

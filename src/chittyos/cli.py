@@ -17,7 +17,7 @@ import typer
 
 from chittyos import __version__
 from chittyos.config import Settings, load_settings
-from chittyos.errors import ChittyError, ConfigurationError, InvalidInput
+from chittyos.errors import ChittyError, ConfigurationError, IntegrityError, InvalidInput, ProofRejected
 from chittyos.logs import configure_logging
 
 app = typer.Typer(
@@ -418,7 +418,8 @@ def _with_app(
     settings: Settings, work: Any, *, create: bool = True, log_key_check: bool = True
 ) -> Any:
     """Open the app as a one-shot command, run ``work(app)``; a ChittyError prints one line and
-    exits 2. ``create=False`` (commands that only read, or only change what exists) refuses a
+    exits 1 when stored data failed a check (``IntegrityError``, ``ProofRejected``: the log's
+    proof or checkpoint does not hold), else 2 (bad input, configuration). ``create=False`` (commands that only read, or only change what exists) refuses a
     data directory no server made, and a database not at this version's schema, instead of
     creating or migrating anything. ``log_key_check=False``: see ``open_app``."""
     from chittyos.app import open_app
@@ -429,6 +430,8 @@ def _with_app(
 
     try:
         return anyio.run(run)
+    except (IntegrityError, ProofRejected) as exc:
+        raise _fail(exc, 1) from None
     except ChittyError as exc:
         raise _fail(exc) from None
 

@@ -100,6 +100,9 @@ async def test_two_facts_swapped_in_place(built: ChainLog, engine: AsyncEngine) 
     )
     report = await built.verify([IDS[3], IDS[9], IDS[4]])
     assert where(report.findings) == {("fact.inclusion", 9, None, N), ("fact.inclusion", 3, None, N)}
+    assert "; on its proof path, its own stored node (level 0, index 9) is another leaf hash (the fact was moved" in (
+        report.findings[0].message
+    )
 
     log = await built.verify_log(page_size=16)
     # Leaves 3 and 9 differ from the stored level-0 nodes, and so does every subtree above them.
@@ -119,10 +122,25 @@ async def test_an_altered_subtree_hash(built: ChainLog, engine: AsyncEngine) -> 
     report = await built.verify([IDS[0], IDS[5], IDS[30]])
     assert ("fact.inclusion", 0, None, N) in where(report.findings)
     assert report.facts[1].ok and report.facts[2].ok  # their paths do not use (2, 1)
+    (inclusion,) = [f for f in report.findings if f.check == "fact.inclusion"]
+    assert inclusion.message.endswith("stored node (level 2, index 1) != the hash of its two stored children")
 
     log = await built.verify_log(page_size=16)
     assert where(log.findings) == {("node.mismatch", None, (2, 1), None)}
     assert log.findings[0].message.startswith("node (level 2, index 1): stored " + "00" * 32)
+
+
+async def test_an_altered_leaf_node_is_named_by_its_own_fact_and_on_its_neighbours_path(
+    built: ChainLog, engine: AsyncEngine
+) -> None:
+    # Fact 5 itself is intact (its proof starts from its recomputed leaf hash); the stored (0, 5)
+    # is the sibling on fact 4's path. A new user saw only "calculated root ... != expected".
+    await sql(engine, 'UPDATE chitty_chain_nodes SET hash = :h WHERE level = 0 AND "index" = 5', h=bytes(32))
+    report = await built.verify([IDS[5], IDS[4], IDS[30]])
+    assert where(report.findings) == {("fact.node", 5, None, None), ("fact.inclusion", 4, None, N)}
+    own, path = report.findings
+    assert "stored node (level 0, index 5) " + "00" * 32 + " != its leaf hash" in own.message
+    assert path.message.endswith("stored node (level 0, index 5) != the leaf hash of the fact at that index")
 
 
 async def test_a_missing_and_an_extra_node(built: ChainLog, engine: AsyncEngine) -> None:

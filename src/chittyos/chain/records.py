@@ -157,7 +157,9 @@ class Finding:
     index)) or a checkpoint (``tree_size``).
 
     Codes: ``fact.missing``, ``fact.id`` (SHA-256 of the recomputed leaf != id), ``fact.leaf_hash``
-    (recomputed leaf hash != stored), ``fact.inclusion``, ``fact.uncovered`` (no signed checkpoint
+    (recomputed leaf hash != stored), ``fact.node`` (its stored level-0 node != its leaf hash),
+    ``fact.inclusion`` (names the stored nodes on the path that disagree with what they hash),
+    ``fact.uncovered`` (no signed checkpoint
     includes it), ``index.gap``, ``index.beyond_head``, ``head.size``, ``node.mismatch``,
     ``node.missing``, ``node.unexpected``, ``checkpoint.signature``, ``checkpoint.note`` (note's
     size or root != the row's), ``checkpoint.root`` (recomputed root != signed root),

@@ -103,6 +103,7 @@ _CHECK_OF = {
     "fact.leaf_hash": "leaf",
     "fact.missing": "leaf",
     "fact.inclusion": "inclusion",
+    "fact.node": "inclusion",
     "fact.uncovered": "inclusion",
     "check.signature": "signature",
     "check.cross_reference": "cross_reference",

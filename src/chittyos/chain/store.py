@@ -439,6 +439,15 @@ async def facts_by_id(session: AsyncSession, fact_ids: Sequence[str]) -> list[Ro
     return out
 
 
+async def leaf_hashes_at(session: AsyncSession, indices: Sequence[int]) -> dict[int, bytes]:
+    """The stored leaf hash of the facts at ``indices``; missing places are left out."""
+    out: dict[int, bytes] = {}
+    for chunk in _chunks(list(dict.fromkeys(indices))):
+        rows = await session.execute(select(FACTS.c.leaf_index, FACTS.c.leaf_hash).where(FACTS.c.leaf_index.in_(chunk)))
+        out.update((int(index), bytes(leaf_hash)) for index, leaf_hash in rows)
+    return out
+
+
 async def driver_connection(session: AsyncSession) -> Any:
     """The driver's own connection (psycopg / aiosqlite) under the session, in its transaction."""
     connection = await session.connection()

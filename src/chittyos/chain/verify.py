@@ -28,6 +28,8 @@ from chittyos.chain.merkle import (
     consistency_proof_nodes,
     inclusion_proof,
     inclusion_proof_nodes,
+    NodeId,
+    node_hash,
     root_nodes,
     verify_consistency,
     verify_inclusion,
@@ -99,7 +101,7 @@ async def verify_facts(
         log_findings.append(Finding("checkpoint.missing", "the log has no signed checkpoint"))
     earlier = _open(chain, previous, log_findings) if previous is not None else None
 
-    coords = []
+    coords = [(0, record.leaf_index) for record in records.values()]  # each fact's own leaf node
     if trusted is not None:
         for record in records.values():
             if record.leaf_index < trusted.tree_size:
@@ -126,6 +128,7 @@ async def verify_facts(
             )
 
     results = []
+    diagnosed = 0
     for fact_id in ids:
         record = records.get(fact_id)
         if record is None:
@@ -154,6 +157,8 @@ async def verify_facts(
                     **where,
                 )
             )
+        own_node = nodes.get((0, record.leaf_index))
+        own_differs = not found and own_node is not None and own_node != leaf_hash
         if trusted is None:
             found.append(
                 Finding(
@@ -177,15 +182,38 @@ async def verify_facts(
                 path = inclusion_proof(record.leaf_index, trusted.tree_size, nodes)
                 verify_inclusion(leaf_hash, record.leaf_index, trusted.tree_size, path, trusted.root_hash)
             except (InvalidInput, ProofRejected) as exc:
+                diagnosed += 1
+                suspects = (
+                    await _suspect_nodes(chain, inclusion_proof_nodes(record.leaf_index, trusted.tree_size))
+                    if diagnosed <= _DIAGNOSED_MAX
+                    else []
+                )
+                if own_differs:
+                    suspects.insert(
+                        0, f"its own stored node (level 0, index {record.leaf_index}) is another leaf hash "
+                        "(the fact was moved to this index, or that node was changed)"
+                    )
+                own_differs = False
                 found.append(
                     Finding(
                         "fact.inclusion",
                         f"fact {fact_id} at index {record.leaf_index} is not "
-                        f"included in the checkpoint at size {trusted.tree_size}: {exc}",
+                        f"included in the checkpoint at size {trusted.tree_size}: {exc}"
+                        + (f"; on its proof path, {'; '.join(suspects)}" if suspects else ""),
                         tree_size=trusted.tree_size,
                         **where,
                     )
                 )
+        if own_differs and own_node is not None:  # included all the same: only the node changed
+            found.append(
+                Finding(
+                    "fact.node",
+                    f"fact {fact_id} at index {record.leaf_index}: stored node (level 0, index "
+                    f"{record.leaf_index}) {own_node.hex()} != its leaf hash (a changed stored node: "
+                    "proofs of the facts beside it fail)",
+                    **where,
+                )
+            )
         skipped: list[str] = []
         for name, check in checks.items():
             try:
@@ -203,6 +231,33 @@ async def verify_facts(
         facts=tuple(results),
         log_findings=tuple(log_findings),
     )
+
+
+_DIAGNOSED_MAX = 20
+"""Failed inclusion proofs per ``verify_facts`` whose path is searched for the changed node."""
+
+
+async def _suspect_nodes(chain: ChainLog, path: Sequence[NodeId]) -> list[str]:
+    """The stored nodes of a failed proof's ``path`` that disagree with what they hash: a leaf
+    node with its fact row's leaf hash, a higher one with the hash of its two stored children.
+    ``chittyos chain verify`` recomputes every node; this names the likely one in O(log n) reads."""
+    children = [(level - 1, 2 * index + side) for level, index in path if level for side in (0, 1)]
+    async with chain.reading() as session:
+        stored = await store.nodes(session, [*path, *children])
+        leaves = await store.leaf_hashes_at(session, [index for level, index in path if level == 0])
+    suspects = []
+    for level, index in path:
+        value = stored.get((level, index))
+        if level == 0:
+            expected = leaves.get(index)
+            what = "the leaf hash of the fact at that index"
+        else:
+            left, right = stored.get((level - 1, 2 * index)), stored.get((level - 1, 2 * index + 1))
+            expected = node_hash(left, right) if left is not None and right is not None else None
+            what = "the hash of its two stored children"
+        if value is not None and expected is not None and value != expected:
+            suspects.append(f"stored node (level {level}, index {index}) != {what}")
+    return suspects
 
 
 def _open(chain: ChainLog, row: Any, findings: list[Finding]) -> Checkpoint | None:
