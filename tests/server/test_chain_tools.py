@@ -126,6 +126,8 @@ async def test_executions_log_facts_and_tampering_is_reported_by_check_and_fact(
         ("fortress_log_assertion", {"subject": "s", "predicate": "p", "object": "o", "source": "ChittyOS:standard"}, "source: must not start with 'chittyos:'"),
         ("fortress_log_assertion", {"subject": "execution:1", "predicate": "p", "object": "o", "source": "s"}, "subject: must not start with 'execution:'"),
         ("fortress_log_assertion", {"subject": " Execution:1", "predicate": "p", "object": "o", "source": "s"}, "subject: must not start with 'execution:'"),
+        ("fortress_log_assertion", {"subject": "\uff45xecution:1", "predicate": "p", "object": "o", "source": "s"}, "subject: must not start with 'execution:'"),
+        ("fortress_log_assertion", {"subject": "s", "predicate": "p", "object": "o", "source": "chittyos\uff1astandard"}, "source: must not start with 'chittyos:'"),
     ],
 )
 async def test_bad_chain_arguments_name_the_field(connect: Connect, tool: str, arguments: dict[str, Any], named: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -139,12 +140,13 @@ class ChainService:
         """Log one assertion, signed by the server key, in a transaction of its own.
 
         Raises ``InvalidInput`` naming the field; a ``source`` starting ``chittyos:`` or a
-        ``subject`` starting ``execution:`` (any case) is refused: those mark the facts the
-        server writes of its executions, which queries by source or subject must not mix with
-        assertions. Logging the same statement twice in the same millisecond returns the first
+        ``subject`` starting ``execution:`` is refused, in any case and in any spelling that
+        Unicode compatibility normalisation (NFKC) folds to it, such as full-width letters: those
+        mark the facts the server writes of its executions, which queries by source or subject
+        and readers of the log must not mix with assertions. Logging the same statement twice in the same millisecond returns the first
         place (``existed``)."""
         for field, value, prefix in (("source", source, "chittyos:"), ("subject", subject, "execution:")):
-            if isinstance(value, str) and value.strip().casefold().startswith(prefix):
+            if isinstance(value, str) and unicodedata.normalize("NFKC", value).strip().casefold().startswith(prefix):
                 rule = f"must not start with {prefix!r}: it marks the facts the server writes of its executions"
                 raise InvalidInput(field, rule, value)
         fact = Fact.at(self._clock(), subject=subject, predicate=predicate, object=object, source=source)
