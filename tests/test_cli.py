@@ -570,3 +570,12 @@ def test_keys_init_and_serve_refuse_an_encryption_key_that_opens_nothing_and_lea
         assert "secure_executions.prompt holds values sealed with key id" in line, line
         assert "which is not loaded" in line
         assert not key_file.exists()
+
+
+def test_the_embedded_database_is_created_readable_by_its_user_only(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHITTY_", "OPENAI_", "PGP_"))}
+    env |= {"CHITTY_DATA_DIR": str(tmp_path / "data"), "CHITTY_LOG_LEVEL": "WARNING"}
+    assert chittyos("db", "upgrade", env=env).returncode == 0
+    assert chittyos("serve", env=env, stdin="").returncode == 0  # stdio: starts, then stops at end of input
+    made = sorted(p.name for p in (tmp_path / "data").iterdir() if p.name.startswith("chittyos.db"))
+    assert made and all((tmp_path / "data" / name).stat().st_mode & 0o777 == 0o600 for name in made), made

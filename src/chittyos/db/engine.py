@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus, unquote, unquote_plus
 
@@ -146,6 +148,21 @@ def configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def create_private_sqlite_file(url: URL) -> None:
+    """Create the SQLite file of ``url`` (and its directory) readable by this user only, when it
+    does not exist: it holds who asked what and the chain, and SQLite gives its -wal and -shm
+    files the database file's permissions. An empty file is an empty database."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     """An ``AsyncEngine`` for ``url`` (plain or driver-qualified).
 
@@ -153,11 +170,7 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     """
     parsed = async_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            from pathlib import Path
-
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        create_private_sqlite_file(parsed)
         engine = create_async_engine(parsed, echo=echo, pool_reset_on_return=None)
         configure_sqlite(engine.sync_engine)
         return engine

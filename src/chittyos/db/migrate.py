@@ -17,7 +17,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.pool import NullPool
 
-from chittyos.db.engine import configure_sqlite, display_url, is_sqlite, sync_url
+from chittyos.db.engine import configure_sqlite, create_private_sqlite_file, display_url, is_sqlite, sync_url
 from chittyos.errors import ConfigurationError
 
 __all__ = [
@@ -52,6 +52,8 @@ def alembic_config(url: str) -> Config:
 def sync_engine(url: str, *, configure: bool = True):
     """A blocking engine without a pool, for one-shot work outside the app's async engine.
     ``configure=False`` only reads: not even SQLite's switch to WAL, which writes the file."""
+    if configure and is_sqlite(url):
+        create_private_sqlite_file(sync_url(url))
     engine = create_sync_engine(sync_url(url), poolclass=NullPool)
     if configure and is_sqlite(url):
         configure_sqlite(engine)
