@@ -570,12 +570,22 @@ def test_keys_init_and_serve_refuse_an_encryption_key_that_opens_nothing_and_lea
         assert "secure_executions.prompt holds values sealed with key id" in line, line
         assert "which is not loaded" in line
         assert not key_file.exists()
+    # and a command that only reads does not send them round to those two
+    line = one_line(chittyos("keys", "rotate-encryption", env=env))
+    assert line == (
+        f"chittyos: CHITTY_DATA_DIR: no encryption key at {key_file}; restore it from a backup, or set "
+        "CHITTY_ENCRYPTION_KEY to it (a new key opens nothing sealed before)"
+    )
 
 
 def test_the_embedded_database_is_created_readable_by_its_user_only(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHITTY_", "OPENAI_", "PGP_"))}
     env |= {"CHITTY_DATA_DIR": str(tmp_path / "data"), "CHITTY_LOG_LEVEL": "WARNING"}
-    assert chittyos("db", "upgrade", env=env).returncode == 0
-    assert chittyos("serve", env=env, stdin="").returncode == 0  # stdio: starts, then stops at end of input
-    made = sorted(p.name for p in (tmp_path / "data").iterdir() if p.name.startswith("chittyos.db"))
-    assert made and all((tmp_path / "data" / name).stat().st_mode & 0o777 == 0o600 for name in made), made
+    # The first command a new user runs makes it (each of these did, 0644, but db upgrade).
+    for first in (["serve"], ["exec", "-"], ["db", "upgrade"]):
+        data = tmp_path / "-".join(first)
+        env["CHITTY_DATA_DIR"] = str(data)
+        chittyos(*first, env=env, stdin="")  # stdio serve stops at end of input; exec fails on no model
+        made = sorted(p.name for p in data.iterdir() if p.name.startswith("chittyos.db"))
+        assert "chittyos.db" in made, (first, made)
+        assert all((data / name).stat().st_mode & 0o777 == 0o600 for name in made), (first, made)

@@ -293,8 +293,14 @@ def require_existing(
     if log_key:
         needed.append(("chain log key", data_dir / LOG_KEY_FILE))
     for what, path in needed:
-        if not path.exists():
-            raise ConfigurationError(f"CHITTY_DATA_DIR: no {what} at {path}; {first}")
+        if path.exists():
+            continue
+        if what == "encryption key" and (data_dir / LOG_KEY_FILE).exists():  # it was here: lost
+            raise ConfigurationError(
+                f"CHITTY_DATA_DIR: no encryption key at {path}; restore it from a backup, or set "
+                "CHITTY_ENCRYPTION_KEY to it (a new key opens nothing sealed before)"
+            )
+        raise ConfigurationError(f"CHITTY_DATA_DIR: no {what} at {path}; {first}")
     if sqlite_file is not None and not sqlite_file.exists():
         variable = "CHITTY_DATABASE_URL" if settings.chitty_database_url else "CHITTY_DATA_DIR"
         raise ConfigurationError(
@@ -362,10 +368,13 @@ async def check_log_key(engine: AsyncEngine, log_key: NoteSigner, key_file: Path
     # The log's first checkpoint by this key: this key signed the log, so the newest row was
     # changed (its signature line too, so that it names no key of ours), not another server's.
     claimed = first is not None and first[0] < size and _opens(first[2], verifier)
-    if ours in signers or claimed:
+    # No signature line that parses at all: a changed row too; another server's key signs.
+    if ours in signers or claimed or not signers:
         problem = (
             f"the newest chain checkpoint (size {size}) does not verify with this server's log key "
-            f"{ours}, which " + (f"signed the log's first checkpoint (size {first[0]})" if claimed else "it names")
+            f"{ours}" + (f", which signed the log's first checkpoint (size {first[0]})" if claimed else "")
+            + (", whose name and key id it carries" if ours in signers and not claimed else "")
+            + (" (it carries no signature line that parses)" if not signers else "")
             + " (a changed checkpoint row): no checkpoint can be signed after it; run `chittyos chain verify`"
         )
         log.error(problem, tree_size=size)

@@ -279,6 +279,20 @@ async def test_a_checkpoint_whose_signature_line_was_changed_is_a_changed_row_no
         assert "signed the log's first checkpoint (size 0)" in error and "chittyos chain verify" in error
 
 
+async def test_checkpoints_with_no_signature_line_that_parses_are_changed_rows_not_another_server(
+    make_settings: Any,
+) -> None:
+    async with open_app(make_settings()) as app:
+        await app.chain.log.append_now([fact(1)])
+        await app.chain.log.checkpoint()
+        async with app.engine.begin() as conn:  # every row, so the first one does not open either
+            await conn.execute(text("UPDATE chitty_chain_checkpoints SET note = substr(note, 1, length(note) - 6) || 'AAAAA=\n'"))
+    async with open_app(make_settings()) as app:
+        error = (await app.health())["chain"]["checkpoint"]["error"]
+        assert "newest chain checkpoint (size 1) does not verify with this server's log key" in error
+        assert "carries no signature line that parses" in error
+
+
 async def test_health_recovers_once_a_checkpoint_is_signed_again(make_settings: Any) -> None:
     async with open_app(make_settings()) as app:
         signed = await sign_one_fact_then_break_its_checkpoint(app)

@@ -502,7 +502,10 @@ class ChainLog:
                         raise IntegrityError(
                             f"chain: checkpoint at size {last.tree_size} is beyond the log's size {now_size}"
                         )
-                    return self.checkpoint_view(last)  # signed meanwhile (another process), or no growth
+                    # Signed meanwhile (another process), or no growth: handed out as the log's
+                    # newest checkpoint, so it must still open (a changed row raises).
+                    self.open_checkpoint(last)
+                    return self.checkpoint_view(last)
                 # 3.
                 last_size = 0 if last is None else last.tree_size
                 if last_size < checked_from:

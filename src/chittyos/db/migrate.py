@@ -127,6 +127,8 @@ def ensure_current(url: str, *, auto_upgrade: bool, read_only: bool = False) -> 
     create or migrate a database) refuses any schema not at head the same way, naming the
     database. Raises ``SchemaAhead`` for a revision this version does not know.
     """
+    if is_sqlite(url) and not read_only:  # before anything opens (and so creates) the file
+        create_private_sqlite_file(sync_url(url))
     head = head_revision()
     current = current_revision(url)
     if current == head:

@@ -127,7 +127,7 @@ class UnitOfWork:
             await self._sqlite_turn.acquire()
             acquired = True
         if not acquired:
-            raise DatabaseBusy(self._busy_wait_s, "this process's earlier transactions held SQLite's write lock")
+            raise DatabaseBusy(self._busy_wait_s, _WAITED)
         try:
             yield
         finally:
@@ -151,7 +151,7 @@ class UnitOfWork:
                 except sa_exc.OperationalError as exc:
                     if not _locked(exc):
                         raise
-                    raise DatabaseBusy(SQLITE_BUSY_TIMEOUT_MS / 1000, "another process held SQLite's write lock") from None
+                    raise DatabaseBusy(SQLITE_BUSY_TIMEOUT_MS / 1000, _WAITED) from None
             yield session
             with anyio.CancelScope(shield=True):
                 await session.commit()
@@ -168,6 +168,10 @@ class UnitOfWork:
         """A session for reads only. Still a transaction (one consistent snapshot)."""
         async with self.begin() as session:
             yield session
+
+
+_WAITED = "SQLite's write lock stayed taken (by this server's other calls, or another process on this database)"
+"""Either wait: the turn's holder may itself be waiting for another process's lock."""
 
 
 def _locked(exc: sa_exc.OperationalError) -> bool:
