@@ -419,9 +419,10 @@ def _with_app(
 ) -> Any:
     """Open the app as a one-shot command, run ``work(app)``; a ChittyError prints one line and
     exits 1 when stored data failed a check (``IntegrityError``, ``ProofRejected``: the log's
-    proof or checkpoint does not hold), else 2 (bad input, configuration). ``create=False`` (commands that only read, or only change what exists) refuses a
-    data directory no server made, and a database not at this version's schema, instead of
-    creating or migrating anything. ``log_key_check=False``: see ``open_app``."""
+    proof or checkpoint does not hold), else 2 (bad input, configuration). ``create=False``
+    (commands that only read, or only change what exists) refuses a data directory no server
+    made, and a database not at this version's schema, instead of creating or migrating
+    anything. ``log_key_check=False``: see ``open_app``."""
     from chittyos.app import open_app
 
     async def run() -> Any:

@@ -143,10 +143,11 @@ class ChainService:
         ``subject`` starting ``execution:`` is refused, in any case and in any spelling that
         Unicode compatibility normalisation (NFKC) folds to it, such as full-width letters: those
         mark the facts the server writes of its executions, which queries by source or subject
-        and readers of the log must not mix with assertions. Logging the same statement twice in the same millisecond returns the first
-        place (``existed``)."""
+        and readers of the log must not mix with assertions. Logging the same statement twice in
+        the same millisecond returns the first place (``existed``)."""
         for field, value, prefix in (("source", source, "chittyos:"), ("subject", subject, "execution:")):
-            if isinstance(value, str) and unicodedata.normalize("NFKC", value).strip().casefold().startswith(prefix):
+            folded = unicodedata.normalize("NFKC", value).strip().casefold() if isinstance(value, str) else ""
+            if folded.startswith(prefix):
                 rule = f"must not start with {prefix!r}: it marks the facts the server writes of its executions"
                 raise InvalidInput(field, rule, value)
         fact = Fact.at(self._clock(), subject=subject, predicate=predicate, object=object, source=source)

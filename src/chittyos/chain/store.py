@@ -443,7 +443,8 @@ async def leaf_hashes_at(session: AsyncSession, indices: Sequence[int]) -> dict[
     """The stored leaf hash of the facts at ``indices``; missing places are left out."""
     out: dict[int, bytes] = {}
     for chunk in _chunks(list(dict.fromkeys(indices))):
-        rows = await session.execute(select(FACTS.c.leaf_index, FACTS.c.leaf_hash).where(FACTS.c.leaf_index.in_(chunk)))
+        query = select(FACTS.c.leaf_index, FACTS.c.leaf_hash).where(FACTS.c.leaf_index.in_(chunk))
+        rows = await session.execute(query)
         out.update((int(index), bytes(leaf_hash)) for index, leaf_hash in rows)
     return out
 
@@ -589,7 +590,9 @@ async def latest_checkpoints(session: AsyncSession, n: int) -> Sequence[Row[Any]
 async def first_checkpoint(session: AsyncSession) -> Row[Any] | None:
     """The checkpoint of smallest tree size (the log's claim, at size 0, when nothing removed
     it): ``(tree_size, root_hash, note, signed_at)``; None when there is none."""
-    stmt = select(CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at)
+    stmt = select(
+        CHECKPOINTS.c.tree_size, CHECKPOINTS.c.root_hash, CHECKPOINTS.c.note, CHECKPOINTS.c.signed_at
+    )
     return (await session.execute(stmt.order_by(CHECKPOINTS.c.tree_size.asc()).limit(1))).first()
 
 

@@ -147,7 +147,8 @@ class UnitOfWork:
                 try:
                     await session.connection()
                 except sa_exc.TimeoutError:
-                    raise DatabaseBusy(_pool_timeout(self._factory), "no database connection came free") from None
+                    waited = _pool_timeout(self._factory)
+                    raise DatabaseBusy(waited, "no database connection came free") from None
                 except sa_exc.OperationalError as exc:
                     if not _locked(exc):
                         raise
@@ -170,7 +171,7 @@ class UnitOfWork:
             yield session
 
 
-_WAITED = "SQLite's write lock stayed taken (by this server's other calls, or another process on this database)"
+_WAITED = "SQLite's write lock stayed taken (by this server's other calls, or another process on this file)"
 """Either wait: the turn's holder may itself be waiting for another process's lock."""
 
 

@@ -451,7 +451,9 @@ class _RecordingVerify(gnupg.Verify):  # type: ignore[misc]
 class _GPG(gnupg.GPG):  # type: ignore[misc]
     result_map: ClassVar[dict[str, type]] = {**gnupg.GPG.result_map, "verify": _RecordingVerify}
 
-    def _handle_io(self, args: Any, fileobj_or_path: Any, result: Any, passphrase: Any = None, binary: bool = False) -> Any:
+    def _handle_io(
+        self, args: Any, fileobj_or_path: Any, result: Any, passphrase: Any = None, binary: bool = False
+    ) -> Any:
         try:
             return super()._handle_io(args, fileobj_or_path, result, passphrase, binary)
         except BrokenPipeError:
