@@ -7,7 +7,7 @@ that the HTTP lifespan, the stdio runner, the CLI and the tests share one way to
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import structlog
-from sqlalchemy import Connection, Table, inspect, make_url, select, text
+from sqlalchemy import Connection, Table, make_url, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -312,22 +312,32 @@ def require_existing(
 def log_signers_of_existing_database(settings: Settings) -> list[str]:
     """``name+keyid`` of the keys that signed the newest checkpoint of the database ``settings``
     name, if it exists and holds one; else ``[]`` (no database, no log yet, unreachable).
-    Blocking, and creates nothing: an embedded SQLite file that does not exist is not opened."""
+    Blocking, and creates nothing (``_read_existing_database``)."""
+    note = _read_existing_database(
+        settings,
+        lambda connection: connection.execute(
+            text("SELECT note FROM chitty_chain_checkpoints ORDER BY tree_size DESC LIMIT 1")
+        ).scalar(),
+    )
+    return note_signers(note) if isinstance(note, str) else []
+
+
+def _read_existing_database(settings: Settings, read: Callable[[Connection], Any]) -> Any:
+    """``read(connection)`` on the database ``settings`` name; None, without calling it, when an
+    embedded SQLite file does not exist (it is not opened, so not created), and None when the
+    database is unreachable or lacks what ``read`` reads (a ``DBAPIError``). Blocking."""
     url = settings.database_url
     sqlite_file = _sqlite_file(url)
     if is_sqlite(url) and (sqlite_file is None or not sqlite_file.exists()):
-        return []
+        return None
     engine = sync_engine(url, configure=False)
     try:
         with engine.connect() as connection:
-            note = connection.execute(
-                text("SELECT note FROM chitty_chain_checkpoints ORDER BY tree_size DESC LIMIT 1")
-            ).scalar()
+            return read(connection)
     except DBAPIError:
-        return []
+        return None
     finally:
         engine.dispose()
-    return note_signers(note) if isinstance(note, str) else []
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -405,21 +415,9 @@ async def check_sealing_keys(engine: AsyncEngine, sealing: SealerSetup) -> None:
 
 def check_sealing_keys_of_existing_database(settings: Settings, sealing: SealerSetup) -> None:
     """``check_sealing_keys`` for ``keys init``: blocking, and creates nothing; a database that
-    does not exist yet, or has no schema yet, holds nothing sealed. Raises ``ConfigurationError``."""
-    url = settings.database_url
-    sqlite_file = _sqlite_file(url)
-    if is_sqlite(url) and (sqlite_file is None or not sqlite_file.exists()):
-        return
-    engine = sync_engine(url, configure=False)
-    try:
-        with engine.connect() as connection:
-            if not inspect(connection).has_table(SecureExecution.__tablename__):
-                return
-            _check_sealing_keys(connection, sealing)
-    except DBAPIError:
-        return  # unreachable: the server's own start reports that
-    finally:
-        engine.dispose()
+    does not exist yet, or has no schema yet, holds nothing sealed (an unreachable one: the
+    server's own start reports that). Raises ``ConfigurationError``."""
+    _read_existing_database(settings, lambda connection: _check_sealing_keys(connection, sealing))
 
 
 def _check_sealing_keys(conn: Connection, sealing: SealerSetup) -> None:

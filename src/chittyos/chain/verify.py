@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import time
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
@@ -184,7 +185,9 @@ async def verify_facts(
             except (InvalidInput, ProofRejected) as exc:
                 diagnosed += 1
                 suspects = (
-                    await _suspect_nodes(chain, inclusion_proof_nodes(record.leaf_index, trusted.tree_size))
+                    await _suspect_nodes(
+                        chain, inclusion_proof_nodes(record.leaf_index, trusted.tree_size), nodes
+                    )
                     if diagnosed <= _DIAGNOSED_MAX
                     else []
                 )
@@ -237,13 +240,14 @@ _DIAGNOSED_MAX = 20
 """Failed inclusion proofs per ``verify_facts`` whose path is searched for the changed node."""
 
 
-async def _suspect_nodes(chain: ChainLog, path: Sequence[NodeId]) -> list[str]:
+async def _suspect_nodes(chain: ChainLog, path: Sequence[NodeId], read: Mapping[NodeId, bytes]) -> list[str]:
     """The stored nodes of a failed proof's ``path`` that disagree with what they hash: a leaf
     node with its fact row's leaf hash, a higher one with the hash of its two stored children.
-    ``chittyos chain verify`` recomputes every node; this names the likely one in O(log n) reads."""
+    ``read``: the nodes read already (the path's among them). ``chittyos chain verify``
+    recomputes every node; this names the likely one in O(log n) reads."""
     children = [(level - 1, 2 * index + side) for level, index in path if level for side in (0, 1)]
     async with chain.reading() as session:
-        stored = await store.nodes(session, [*path, *children])
+        stored = ChainMap(read, await store.nodes(session, [c for c in children if c not in read]))
         leaves = await store.leaf_hashes_at(session, [index for level, index in path if level == 0])
     suspects = []
     for level, index in path:

@@ -147,7 +147,7 @@ class UnitOfWork:
                 try:
                     await session.connection()
                 except sa_exc.TimeoutError:
-                    waited = _pool_timeout(self._factory)
+                    waited = _pool_timeout(self._sqlite or self._postgres)
                     raise DatabaseBusy(waited, "no database connection came free") from None
                 except sa_exc.OperationalError as exc:
                     if not _locked(exc):
@@ -180,7 +180,7 @@ def _locked(exc: sa_exc.OperationalError) -> bool:
     return isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig)
 
 
-def _pool_timeout(factory: async_sessionmaker[AsyncSession]) -> float:
-    bind = factory.kw.get("bind")
-    timeout = getattr(getattr(getattr(bind, "sync_engine", None), "pool", None), "timeout", None)
-    return float(timeout()) if callable(timeout) else 30.0  # QueuePool's default
+def _pool_timeout(engine: AsyncEngine | None) -> float:
+    """How long the engine's pool waits for a connection (s); QueuePool's default when unknown."""
+    timeout = getattr(engine.sync_engine.pool, "timeout", None) if engine is not None else None
+    return float(timeout()) if callable(timeout) else 30.0
